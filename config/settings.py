@@ -1,0 +1,198 @@
+"""Django settings. Every deploy-time knob is an environment variable; the README lists them all."""
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
+
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Core ---
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (set DEBUG=true for local development)")
+    SECRET_KEY = "insecure-debug-only-key"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "telemetry",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Database ---
+# Without DATABASE_URL the embedded default is a SQLite file; WAL plus IMMEDIATE transactions
+# keep a writer and concurrent readers from failing with "database is locked".
+_SQLITE_PATH = Path(env_str("SQLITE_PATH", str(BASE_DIR / "var" / "telemetry.sqlite3")))
+DATABASE_URL = env_str("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60))}
+else:
+    _SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _SQLITE_PATH,
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+# --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ---
+# Without CELERY_BROKER_URL the embedded default is an in-process broker (memory://), served by
+# the worker thread that `manage.py pipeline` starts; it loses queued batches if the process dies.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://")
+INGEST_QUEUE = env_str("CELERY_INGEST_QUEUE", "telemetry.ingest")
+INGEST_DEAD_LETTER_QUEUE = f"{INGEST_QUEUE}.dead"
+_INGEST_EXCHANGE = Exchange("telemetry", type="direct", durable=True)
+INGEST_DEAD_LETTER_EXCHANGE = Exchange("telemetry.dlx", type="direct", durable=True)
+CELERY_TASK_QUEUES = (
+    Queue(
+        INGEST_QUEUE,
+        _INGEST_EXCHANGE,
+        routing_key=INGEST_QUEUE,
+        durable=True,
+        queue_arguments={
+            "x-dead-letter-exchange": INGEST_DEAD_LETTER_EXCHANGE.name,
+            "x-dead-letter-routing-key": INGEST_DEAD_LETTER_QUEUE,
+        },
+    ),
+)
+CELERY_TASK_ROUTES = {"telemetry.ingest.*": {"queue": INGEST_QUEUE, "routing_key": INGEST_QUEUE}}
+CELERY_TASK_DEFAULT_QUEUE = INGEST_QUEUE
+# The batch payload is already msgpack bytes; the msgpack serializer carries it without base64.
+CELERY_TASK_SERIALIZER = "msgpack"
+CELERY_ACCEPT_CONTENT = ["msgpack"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# Storing a batch is idempotent, so a batch may be acknowledged only after it is stored.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A batch that fails unexpectedly or hits the time limit is rejected to the dead-letter queue,
+# where it can be inspected and replayed, instead of being acknowledged and lost.
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("COLLECTOR_PREFETCH", 1, minimum=1)
+# Well below RabbitMQ's consumer_timeout (30 min): a stuck batch is killed and redelivered first.
+CELERY_TASK_TIME_LIMIT = env_int("COLLECTOR_TASK_TIME_LIMIT", 300, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 30)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    # Publisher confirms: without them a broker under pressure can drop messages silently.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.01}
+
+# --- Collector ---
+# The seed chart's collector.maxEntriesPerGPU: each GPU keeps its newest N samples, 0 = no limit.
+COLLECTOR_MAX_ENTRIES_PER_GPU = env_int("COLLECTOR_MAX_ENTRIES_PER_GPU", 10000, minimum=0)
+COLLECTOR_MAX_RETRIES = env_int("COLLECTOR_MAX_RETRIES", 12, minimum=0)
+COLLECTOR_HEARTBEAT_FILE = env_str("COLLECTOR_HEARTBEAT_FILE", "/tmp/collector-heartbeat")
+
+# --- Streamer (defaults for `manage.py stream`; each has a command-line flag too) ---
+STREAM_SOURCE = env_str("STREAM_SOURCE", str(BASE_DIR / "data" / "dcgm_metrics_20250718_134233.csv"))
+STREAM_WORKERS = env_int("STREAM_WORKERS", 1, minimum=1)
+STREAM_RATE = env_float("STREAM_RATE", 0.0, minimum=0.0)
+STREAM_BATCH_SIZE = env_int("STREAM_BATCH_SIZE", 5000, minimum=1)
+STREAM_FLUSH_INTERVAL = env_float("STREAM_FLUSH_INTERVAL", 1.0, minimum=0.0)
+STREAM_LOOP = env_bool("STREAM_LOOP", False)
+STREAM_TIMESTAMPS = env_str("STREAM_TIMESTAMPS", "")
+STREAM_ONLY_HOST = env_str("STREAM_ONLY_HOST", "")
+STREAM_SHARD = env_str("STREAM_SHARD", "")
+STREAM_NVML_INTERVAL = env_float("STREAM_NVML_INTERVAL", 1.0, minimum=0.01)
+STREAM_PROGRESS_INTERVAL = env_float("STREAM_PROGRESS_INTERVAL", 10.0, minimum=0.1)
+
+# --- API ---
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "gpu-telemetry API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+CORS_ENABLED = env_bool("CORS_ENABLED", False)
+CORS_ALLOWED_ORIGINS_RAW = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_ALLOW_ALL_ORIGINS = CORS_ENABLED and "*" in CORS_ALLOWED_ORIGINS_RAW
+CORS_ALLOWED_ORIGINS = [o for o in CORS_ALLOWED_ORIGINS_RAW if o != "*"] if CORS_ENABLED else []
+CORS_ALLOW_METHODS = env_list("CORS_ALLOWED_METHODS", ["GET", "OPTIONS"])
+API_TOKEN = env_str("API_TOKEN", "")
+
+# --- Logging ---
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = env_str("LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} must be text or json")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "amqp": {"level": "WARNING"}},
+}

@@ -1,0 +1,1 @@
+"""Ingest: sources of samples, the streamer that batches and publishes them, and the collector."""

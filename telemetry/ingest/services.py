@@ -1,0 +1,326 @@
+"""The collector's service: store a batch idempotently, trim each GPU to its newest N samples.
+
+Two write paths store exactly the same rows:
+- `copy` (PostgreSQL): COPY the batch into a temporary staging table, then one ordered
+  `INSERT … SELECT … ON CONFLICT DO NOTHING`. Ordering the insert keeps two workers that got the
+  same batch (a redelivery) from deadlocking.
+- `orm` (any database Django supports, the embedded SQLite default): `bulk_create` with
+  `ignore_conflicts`.
+GPU rows are locked only at the end of the transaction, in id order, so concurrent workers
+serialise on nothing but the short per-GPU bookkeeping.
+"""
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+
+from telemetry.ingest.batch import NO_LABELS, Batch, GpuInfo, Labels
+from telemetry.models import Gpu, IngestCounter, LabelSet, Metric, Sample
+
+logger = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+Writer = Literal["copy", "orm"]
+
+# Counter names, shared with the API's /metrics.
+SAMPLES_STORED = "samples_stored"
+SAMPLES_DUPLICATE = "samples_duplicate"
+ROWS_REJECTED = "rows_rejected"
+BATCHES_DEAD_LETTERED = "batches_dead_lettered"
+
+
+@dataclass(frozen=True)
+class PersistResult:
+    received: int
+    stored: int
+    duplicates: int
+    trimmed: int
+
+
+def to_datetime(timestamp_us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=timestamp_us)
+
+
+def label_digest(labels: Labels) -> str:
+    canonical = json.dumps([labels.container, labels.pod, labels.namespace, list(labels.extra)], separators=(",", ":"))
+    return hashlib.md5(canonical.encode(), usedforsecurity=False).hexdigest()
+
+
+def default_writer() -> Writer:
+    return "copy" if connection.vendor == "postgresql" else "orm"
+
+
+def samples_persist(*, batch: Batch, max_per_gpu: int, writer: Writer | None = None) -> PersistResult:
+    """Store a batch: upsert its GPUs, insert its samples (duplicates ignored), trim touched GPUs."""
+    if not len(batch):
+        counters_add({ROWS_REJECTED: batch.rejected})
+        return PersistResult(0, 0, 0, 0)
+    writer = writer or default_writer()
+    if writer == "copy":
+        stored, trimmed = _persist_copy(batch, max_per_gpu)
+    else:
+        stored, trimmed = _persist_orm(batch, max_per_gpu)
+    result = PersistResult(len(batch), stored, len(batch) - stored, trimmed)
+    counters_add({SAMPLES_STORED: result.stored, SAMPLES_DUPLICATE: result.duplicates, ROWS_REJECTED: batch.rejected})
+    return result
+
+
+def counters_add(deltas: dict[str, int]) -> None:
+    """Add to the shared counters in their own short transaction (never inside the batch's)."""
+    rows = sorted((name, delta) for name, delta in deltas.items() if delta)
+    if not rows:
+        return
+    table = connection.ops.quote_name(IngestCounter._meta.db_table)
+    placeholders = ", ".join(["(%s, %s)"] * len(rows))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (name, value) VALUES {placeholders} "
+            f"ON CONFLICT (name) DO UPDATE SET value = {table}.value + excluded.value",
+            [item for row in rows for item in row],
+        )
+
+
+# --- Reference tables (GPUs, metrics, label sets) ---
+
+
+def _gpu_time_ranges(batch: Batch) -> dict[int, tuple[int, int]]:
+    ranges: dict[int, tuple[int, int]] = {}
+    for g, t in zip(batch.gpu, batch.ts):
+        low_high = ranges.get(g)
+        if low_high is None:
+            ranges[g] = (t, t)
+        elif t < low_high[0]:
+            ranges[g] = (t, low_high[1])
+        elif t > low_high[1]:
+            ranges[g] = (low_high[0], t)
+    return ranges
+
+
+def _gpus_upsert(gpus: list[GpuInfo], ranges: dict[int, tuple[int, int]]) -> list[int]:
+    """Database ids of the batch's GPUs, in batch order; new GPUs are created, moved ones updated."""
+    by_uuid = {gpu.uuid: (i, gpu) for i, gpu in enumerate(gpus)}
+    existing = {g.uuid: g for g in Gpu.objects.filter(uuid__in=by_uuid)}
+    new_gpus, moved = [], []
+    for uuid, (i, info) in sorted(by_uuid.items()):
+        row = existing.get(uuid)
+        if row is None:
+            oldest = to_datetime(ranges.get(i, (0, 0))[0])
+            new_gpus.append(
+                Gpu(uuid=uuid, hostname=info.hostname, index=info.index, device=info.device,
+                    model_name=info.model_name, first_seen=oldest, last_seen=oldest)
+            )
+        elif (row.hostname, row.index, row.device, row.model_name) != (info.hostname, info.index, info.device, info.model_name):
+            row.hostname, row.index, row.device, row.model_name = info.hostname, info.index, info.device, info.model_name
+            moved.append(row)
+    if new_gpus:
+        Gpu.objects.bulk_create(new_gpus, ignore_conflicts=True)
+    if moved:
+        Gpu.objects.bulk_update(moved, ["hostname", "index", "device", "model_name"])
+        logger.info("GPU attributes changed for %d GPU(s)", len(moved))
+    ids = dict(Gpu.objects.filter(uuid__in=by_uuid).values_list("uuid", "id"))
+    return [ids[gpu.uuid] for gpu in gpus]
+
+
+def _metrics_upsert(names: list[str]) -> list[int]:
+    Metric.objects.bulk_create([Metric(name=name) for name in sorted(set(names))], ignore_conflicts=True)
+    ids = dict(Metric.objects.filter(name__in=names).values_list("name", "id"))
+    return [ids[name] for name in names]
+
+
+def _label_sets_upsert(label_sets: list[Labels]) -> list[int]:
+    digests = [label_digest(labels) for labels in label_sets]
+    LabelSet.objects.bulk_create(
+        sorted(
+            (LabelSet(digest=d, container=lab.container, pod=lab.pod, namespace=lab.namespace, labels=dict(lab.extra))
+             for d, lab in zip(digests, label_sets)),
+            key=lambda row: row.digest,
+        ),
+        ignore_conflicts=True,
+    )
+    ids = dict(LabelSet.objects.filter(digest__in=digests).values_list("digest", "id"))
+    return [ids[d] for d in digests]
+
+
+def _reference_ids(batch: Batch) -> tuple[list[int], list[int], list[int]]:
+    # Each in its own short transaction, committed before the samples: a GPU's row lock is
+    # never held while a large batch is written.
+    with transaction.atomic():
+        gpu_ids = _gpus_upsert(batch.gpus, _gpu_time_ranges(batch))
+    with transaction.atomic():
+        metric_ids = _metrics_upsert(batch.metrics)
+    with transaction.atomic():
+        label_ids = _label_sets_upsert(batch.labels) if batch.labels else []
+    return gpu_ids, metric_ids, label_ids
+
+
+# --- PostgreSQL: COPY into staging, one ordered INSERT … ON CONFLICT DO NOTHING ---
+
+_STAGING_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS sample_staging "
+    "(gpu_id integer, metric_id smallint, ts_us bigint, value double precision, label_set_id integer) "
+    "ON COMMIT DELETE ROWS"
+)
+_INSERT_FROM_STAGING = """
+WITH inserted AS (
+    INSERT INTO telemetry_sample (gpu_id, metric_id, "timestamp", value, label_set_id)
+    SELECT gpu_id, metric_id, timestamptz 'epoch' + ts_us * interval '1 microsecond', value, label_set_id
+    FROM sample_staging
+    ORDER BY gpu_id, ts_us, metric_id
+    ON CONFLICT DO NOTHING
+    RETURNING gpu_id, "timestamp"
+)
+SELECT gpu_id, count(*), min("timestamp"), max("timestamp") FROM inserted GROUP BY gpu_id ORDER BY gpu_id
+"""
+_LOCK_GPUS = "SELECT 1 FROM telemetry_gpu WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+_COUNT_GPUS = """
+UPDATE telemetry_gpu AS g
+SET sample_count = g.sample_count + c.n,
+    first_seen = LEAST(g.first_seen, c.oldest),
+    last_seen = GREATEST(g.last_seen, c.newest)
+FROM unnest(%s::integer[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS c(id, n, oldest, newest)
+WHERE g.id = c.id
+RETURNING g.id, g.sample_count
+"""
+# Deletes each GPU's `excess` oldest samples, walking the (gpu, timestamp, metric) index from its
+# old end, so the cost is the number deleted, not the number kept.
+_TRIM_OLDEST = """
+WITH cut AS (
+    SELECT c.id, oldest."timestamp", oldest.metric_id
+    FROM unnest(%s::integer[], %s::bigint[]) AS c(id, excess)
+    CROSS JOIN LATERAL (
+        SELECT s."timestamp", s.metric_id FROM telemetry_sample AS s
+        WHERE s.gpu_id = c.id ORDER BY s."timestamp", s.metric_id OFFSET c.excess - 1 LIMIT 1
+    ) AS oldest
+), gone AS (
+    DELETE FROM telemetry_sample AS s USING cut
+    WHERE s.gpu_id = cut.id AND (s."timestamp", s.metric_id) <= (cut."timestamp", cut.metric_id)
+    RETURNING s.gpu_id
+), removed AS (
+    SELECT gpu_id, count(*) AS n FROM gone GROUP BY gpu_id
+)
+UPDATE telemetry_gpu AS g SET sample_count = g.sample_count - removed.n
+FROM removed WHERE g.id = removed.gpu_id
+RETURNING removed.n
+"""
+
+
+def _copy_text(batch: Batch, gpu_ids: list[int], metric_ids: list[int], label_ids: list[int]) -> str:
+    labels = [str(i) for i in label_ids]
+    return "".join(
+        f"{gpu_ids[g]}\t{metric_ids[m]}\t{t}\t{v!r}\t{labels[lab] if lab != NO_LABELS else chr(92) + 'N'}\n"
+        for g, m, lab, t, v in zip(batch.gpu, batch.metric, batch.label, batch.ts, batch.value)
+    )
+
+
+def _persist_copy(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
+    gpu_ids, metric_ids, label_ids = _reference_ids(batch)
+    rows = _copy_text(batch, gpu_ids, metric_ids, label_ids)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_STAGING_DDL)
+        with cursor.copy("COPY sample_staging (gpu_id, metric_id, ts_us, value, label_set_id) FROM STDIN") as copy:
+            copy.write(rows)
+        cursor.execute(_INSERT_FROM_STAGING)
+        per_gpu = cursor.fetchall()
+        if not per_gpu:
+            return 0, 0
+        ids = [row[0] for row in per_gpu]
+        cursor.execute(_LOCK_GPUS, [ids])
+        cursor.execute(_COUNT_GPUS, [ids, [r[1] for r in per_gpu], [r[2] for r in per_gpu], [r[3] for r in per_gpu]])
+        counts = cursor.fetchall()
+        trimmed = _trim_copy(cursor, counts, max_per_gpu)
+    return sum(row[1] for row in per_gpu), trimmed
+
+
+def _trim_copy(cursor, counts: list[tuple[int, int]], max_per_gpu: int) -> int:
+    over = [(gpu_id, count - max_per_gpu) for gpu_id, count in counts if max_per_gpu and count > max_per_gpu]
+    if not over:
+        return 0
+    cursor.execute(_TRIM_OLDEST, [[gpu_id for gpu_id, _ in over], [excess for _, excess in over]])
+    return sum(row[0] for row in cursor.fetchall())
+
+
+# --- Portable ORM path (SQLite and any other backend) ---
+
+
+def _persist_orm(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
+    gpu_ids, metric_ids, label_ids = _reference_ids(batch)
+    touched = sorted(set(gpu_ids))
+    with transaction.atomic():
+        before = _sample_counts(touched)
+        Sample.objects.bulk_create(
+            (
+                Sample(
+                    gpu_id=gpu_ids[g], metric_id=metric_ids[m], timestamp=to_datetime(t), value=v,
+                    label_set_id=label_ids[lab] if lab != NO_LABELS else None,
+                )
+                for g, m, lab, t, v in zip(batch.gpu, batch.metric, batch.label, batch.ts, batch.value)
+            ),
+            ignore_conflicts=True,
+            batch_size=500,
+        )
+        after = _sample_counts(touched)
+        stored = after - before
+        for gpu in Gpu.objects.select_for_update().filter(id__in=stored).order_by("id"):
+            span = Sample.objects.filter(gpu=gpu).aggregate(oldest=Min("timestamp"), newest=Max("timestamp"))
+            gpu.sample_count += stored[gpu.id]
+            gpu.first_seen = min(gpu.first_seen, span["oldest"])
+            gpu.last_seen = max(gpu.last_seen, span["newest"])
+            gpu.save(update_fields=["sample_count", "first_seen", "last_seen"])
+        trimmed = _trim_orm({gpu_id: count for gpu_id, count in Gpu.objects.filter(id__in=touched).values_list("id", "sample_count")}, max_per_gpu)
+    return sum(stored.values()), trimmed
+
+
+def _sample_counts(gpu_ids: list[int]) -> Counter:
+    rows = Sample.objects.filter(gpu_id__in=gpu_ids).values("gpu_id").annotate(n=Count("id")).values_list("gpu_id", "n")
+    return Counter(dict(rows))
+
+
+def _trim_orm(counts: dict[int, int], max_per_gpu: int) -> int:
+    trimmed = 0
+    for gpu_id, count in sorted(counts.items()):
+        excess = count - max_per_gpu
+        if not max_per_gpu or excess <= 0:
+            continue
+        oldest = list(
+            Sample.objects.filter(gpu_id=gpu_id).order_by("timestamp", "metric_id").values_list("id", flat=True)[:excess]
+        )
+        deleted, _ = Sample.objects.filter(id__in=oldest).delete()
+        Gpu.objects.filter(id=gpu_id).update(sample_count=count - deleted)
+        trimmed += deleted
+    return trimmed
+
+
+# --- Retention (manage.py trim) ---
+
+
+def gpus_recount() -> None:
+    """Set every GPU's sample_count from the table itself (after deletes outside the collector)."""
+    per_gpu = Sample.objects.filter(gpu=OuterRef("pk")).order_by().values("gpu").annotate(n=Count("id")).values("n")
+    Gpu.objects.update(sample_count=Coalesce(Subquery(per_gpu), 0))
+
+
+def samples_trim(*, max_per_gpu: int) -> int:
+    """Keep each GPU's newest `max_per_gpu` samples; returns how many were deleted."""
+    with transaction.atomic():
+        gpus_recount()
+        counts = dict(Gpu.objects.filter(sample_count__gt=max_per_gpu).values_list("id", "sample_count"))
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(_LOCK_GPUS, [sorted(counts)])
+                return _trim_copy(cursor, sorted(counts.items()), max_per_gpu)
+        return _trim_orm(counts, max_per_gpu)
+
+
+def samples_delete_older_than(*, cutoff: datetime) -> int:
+    """Delete every sample older than `cutoff`; returns how many were deleted."""
+    with transaction.atomic():
+        deleted, _ = Sample.objects.filter(timestamp__lt=cutoff).delete()
+        gpus_recount()
+    return deleted

@@ -1,0 +1,140 @@
+"""`manage.py backfill PATH...`: load CSV files keeping their timestamps, straight into storage."""
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from config.celery import app
+from telemetry.ingest.batch import Batch, BatchBuilder, encode_batch
+from telemetry.ingest.progress import Progress
+from telemetry.ingest.publisher import BatchPublisher, PublishAborted
+from telemetry.ingest.services import samples_persist
+from telemetry.ingest.signals import graceful_shutdown
+from telemetry.ingest.sources import RejectLog, SourceFormatError, csv_files, read_csv
+
+_DONE = None
+
+
+@dataclass
+class Totals:
+    rows_read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    queued: int = 0
+
+
+class Command(BaseCommand):
+    help = "Load DCGM or wide CSV files (or folders of them), keeping their timestamps. Idempotent."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("paths", nargs="+", help="CSV files or folders of CSV files")
+        parser.add_argument("--batch-size", type=int, default=20000, help="samples per write (default 20000)")
+        parser.add_argument("--via-queue", action="store_true",
+                            help="publish batches to the collectors through RabbitMQ instead of writing directly")
+        parser.add_argument("--max-per-gpu", type=int, default=settings.COLLECTOR_MAX_ENTRIES_PER_GPU,
+                            help="per-GPU limit applied while loading, 0 = none [COLLECTOR_MAX_ENTRIES_PER_GPU]")
+
+    def handle(self, *args, **options) -> None:
+        if options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        try:
+            files = [f for path in options["paths"] for f in csv_files(Path(path))]
+        except SourceFormatError as exc:
+            raise CommandError(str(exc)) from None
+        rejects = RejectLog()
+        totals = Totals()
+        with graceful_shutdown() as (stop, abort):
+            # Parsing (this thread) and writing (the writer thread) overlap on two cores.
+            batches: queue.Queue[Batch | None] = queue.Queue(maxsize=4)
+            write = self._queue_writer(abort, totals) if options["via_queue"] else self._direct_writer(options["max_per_gpu"], totals)
+            errors: list[BaseException] = []
+            writer = threading.Thread(target=_drain, args=(batches, write, errors), name="backfill-writer")
+            writer.start()
+            try:
+                self._parse(files, options["batch_size"], batches, rejects, totals, stop, errors)
+            except SourceFormatError as exc:
+                raise CommandError(str(exc)) from None
+            finally:
+                batches.put(_DONE)
+                writer.join()
+        if errors:
+            if isinstance(errors[0], PublishAborted):
+                raise CommandError(str(errors[0]))
+            raise errors[0]
+        self._summary(totals, rejects, interrupted=stop.is_set(), via_queue=options["via_queue"])
+
+    def _parse(self, files, batch_size, batches, rejects, totals, stop, errors) -> None:
+        progress = Progress(total_bytes=sum(f.stat().st_size for f in files), stream=self.stderr._out)
+        done_bytes = 0
+        reported_rejects = 0
+        builder = BatchBuilder()
+
+        def hand_over() -> None:
+            nonlocal builder, reported_rejects
+            builder.rejected = rejects.count - reported_rejects
+            reported_rejects = rejects.count
+            totals.rows_read += len(builder)
+            batches.put(builder.build())
+            builder = BatchBuilder()
+
+        for file_path in files:
+            with open(file_path, "rb") as stream:
+                for sample in read_csv(stream, path=str(file_path), on_reject=rejects):
+                    builder.add(sample)
+                    if len(builder) >= batch_size:
+                        hand_over()
+                        progress.update(done_bytes=done_bytes + stream.tell(), rows=totals.rows_read + rejects.count)
+                        if stop.is_set() or errors:
+                            break
+                done_bytes += file_path.stat().st_size
+            if stop.is_set() or errors:
+                break
+        if len(builder) or rejects.count > reported_rejects:
+            hand_over()
+        progress.update(done_bytes=done_bytes, rows=totals.rows_read + rejects.count, force=True)
+
+    @staticmethod
+    def _direct_writer(max_per_gpu: int, totals: Totals) -> Callable[[Batch], None]:
+        def write(batch: Batch) -> None:
+            result = samples_persist(batch=batch, max_per_gpu=max_per_gpu)
+            totals.stored += result.stored
+            totals.duplicates += result.duplicates
+
+        return write
+
+    @staticmethod
+    def _queue_writer(abort: threading.Event, totals: Totals) -> Callable[[Batch], None]:
+        publisher = BatchPublisher(app=app, abort=abort)
+
+        def write(batch: Batch) -> None:
+            publisher.publish(encode_batch(batch), samples=len(batch))
+            totals.queued += len(batch)
+
+        return write
+
+    def _summary(self, totals: Totals, rejects: RejectLog, *, interrupted: bool, via_queue: bool) -> None:
+        head = "backfill interrupted" if interrupted else "backfill done"
+        rows = totals.rows_read + rejects.count
+        if via_queue:
+            self.stdout.write(f"{head}: {rows} rows read, {totals.queued} samples queued, {rejects.count} rejected")
+        else:
+            self.stdout.write(
+                f"{head}: {rows} rows read, {totals.stored} stored, {totals.duplicates} duplicates, {rejects.count} rejected"
+            )
+
+
+def _drain(batches: "queue.Queue[Batch | None]", write: Callable[[Batch], None], errors: list[BaseException]) -> None:
+    try:
+        while (batch := batches.get()) is not _DONE:
+            if not errors:
+                try:
+                    write(batch)
+                except BaseException as exc:  # reported by the main thread
+                    errors.append(exc)
+    finally:
+        connection.close()

@@ -1,0 +1,83 @@
+"""GPUs, metrics and their samples: what the collector stores and the API serves."""
+from django.db import models
+
+
+class Gpu(models.Model):
+    """One physical GPU, identified by its NVIDIA UUID; host and index are where it was last seen."""
+
+    uuid = models.CharField(max_length=64, unique=True, help_text="NVIDIA GPU UUID, e.g. GPU-5fd4f087-…")
+    hostname = models.CharField(max_length=255, db_index=True, help_text="Host the GPU reported from.")
+    index = models.PositiveSmallIntegerField(help_text="GPU index on its host (DCGM's gpu_id, 0-7).")
+    device = models.CharField(max_length=32, blank=True, help_text="Device name, e.g. nvidia0.")
+    model_name = models.CharField(max_length=128, blank=True, db_index=True, help_text="GPU model name.")
+    first_seen = models.DateTimeField(help_text="Time of the oldest sample ever stored for this GPU.")
+    last_seen = models.DateTimeField(db_index=True, help_text="Time of the newest sample stored for this GPU.")
+    # Kept by the collector so that trimming to the newest N needs no COUNT(*) per batch.
+    sample_count = models.BigIntegerField(default=0, help_text="Samples currently stored for this GPU.")
+
+    class Meta:
+        ordering = ["hostname", "index"]
+        verbose_name = "GPU"
+
+    def __str__(self) -> str:
+        return f"{self.hostname}/{self.index} ({self.uuid})"
+
+
+class Metric(models.Model):
+    """A metric name (DCGM's field name, e.g. DCGM_FI_DEV_GPU_UTIL), stored once and referenced by id."""
+
+    id = models.SmallAutoField(primary_key=True)
+    name = models.CharField(max_length=128, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LabelSet(models.Model):
+    """A sample's attribution and remaining labels, stored once per distinct combination."""
+
+    digest = models.CharField(max_length=32, unique=True, help_text="MD5 of the canonical label set.")
+    container = models.CharField(max_length=255, blank=True)
+    pod = models.CharField(max_length=255, blank=True)
+    namespace = models.CharField(max_length=255, blank=True)
+    labels = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.pod}/{self.container}" if self.pod else f"labels #{self.pk}"
+
+
+class Sample(models.Model):
+    """One value of one metric of one GPU at one time; (GPU, time, metric) is unique."""
+
+    # No database foreign-key constraints on the hot table: the collector creates GPUs, metrics
+    # and label sets before their samples, and a per-row constraint check costs ingest speed.
+    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="samples", db_index=False, db_constraint=False)
+    metric = models.ForeignKey(Metric, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    timestamp = models.DateTimeField()
+    value = models.FloatField()
+    label_set = models.ForeignKey(
+        LabelSet, null=True, blank=True, on_delete=models.PROTECT, db_index=False, db_constraint=False
+    )
+
+    class Meta:
+        constraints = [
+            # Serves the API's main query (one GPU, a time window, ordered by time) and makes a
+            # replayed batch store nothing twice.
+            models.UniqueConstraint(fields=["gpu", "timestamp", "metric"], name="sample_gpu_time_metric_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_id} {self.metric_id} {self.timestamp.isoformat()} = {self.value}"
+
+
+class IngestCounter(models.Model):
+    """A monotonic counter shared by every collector process (samples stored, duplicates, …)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"
