@@ -98,7 +98,7 @@ else:
 # --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ---
 # Without CELERY_BROKER_URL the embedded default is an in-process broker (memory://), served by
 # the worker thread that `manage.py pipeline` starts; it loses queued batches if the process dies.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://localhost//")
 INGEST_QUEUE = env_str("CELERY_INGEST_QUEUE", "telemetry.ingest")
 INGEST_DEAD_LETTER_QUEUE = f"{INGEST_QUEUE}.dead"
 _INGEST_EXCHANGE = Exchange("telemetry", type="direct", durable=True)

@@ -1,0 +1,65 @@
+"""`manage.py pipeline`: streamer, collector worker and web server in one process (what `make run` starts)."""
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from config.celery import app
+from telemetry.ingest.embedded import EmbeddedWebServer, EmbeddedWorker
+from telemetry.ingest.publisher import BatchPublisher
+from telemetry.ingest.signals import graceful_shutdown
+from telemetry.ingest.sources import SourceFormatError
+from telemetry.ingest.streamer import StreamConfig, Streamer
+
+
+class Command(BaseCommand):
+    help = "Run the whole pipeline locally: replay a CSV in a loop, store it, serve the API on one port."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("source", nargs="?", default=settings.STREAM_SOURCE, help="CSV file or folder [STREAM_SOURCE]")
+        parser.add_argument("--host", default="127.0.0.1", help="web server address (default 127.0.0.1)")
+        parser.add_argument("--port", type=int, default=8000, help="web server port (default 8000)")
+        parser.add_argument("--rate", type=float, default=settings.STREAM_RATE or 2000.0,
+                            help="samples per second, 0 = as fast as possible [STREAM_RATE; default 2000]")
+        parser.add_argument("--batch-size", type=int, default=settings.STREAM_BATCH_SIZE, help="[STREAM_BATCH_SIZE]")
+        parser.add_argument("--no-loop", action="store_true", help="stream the source once instead of forever")
+
+    def handle(self, *args, **options) -> None:
+        loop = not options["no_loop"]
+        config = StreamConfig(
+            source=options["source"],
+            rate=options["rate"],
+            batch_size=options["batch_size"],
+            flush_interval=settings.STREAM_FLUSH_INTERVAL,
+            loop=loop,
+            timestamps="now" if loop else "source",
+            progress_interval=settings.STREAM_PROGRESS_INTERVAL,
+        )
+        worker = EmbeddedWorker(app)
+        worker.start()
+        web = EmbeddedWebServer(options["host"], options["port"])
+        web.start()
+        self.stdout.write(f"pipeline running: http://{options['host']}:{options['port']}/api/v1/gpus (Ctrl-C stops)")
+        self.stdout.flush()
+        with graceful_shutdown() as (stop, abort):
+            streamer = Streamer(config, publisher_factory=lambda: BatchPublisher(app=app, abort=abort), stop=stop, abort=abort)
+            errors: list[BaseException] = []
+            thread = threading.Thread(target=_run_streamer, args=(streamer, errors), name="streamer")
+            thread.start()
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+            self.stdout.write("streamer stopped; storing the batches still queued")
+            drained = worker.drain_and_stop()
+            web.stop()
+        if errors:
+            raise CommandError(str(errors[0])) if isinstance(errors[0], SourceFormatError) else errors[0]
+        if not drained:
+            raise CommandError("stopped with batches still queued: they were not stored")
+        self.stdout.write(f"pipeline stopped cleanly: {streamer.stats.line()}")
+
+
+def _run_streamer(streamer: Streamer, errors: list[BaseException]) -> None:
+    try:
+        streamer.run()
+    except BaseException as exc:  # reported by the main thread
+        errors.append(exc)
