@@ -126,7 +126,7 @@ def read_csv(
     except csv.Error as exc:
         raise SourceFormatError(f"{path}: unreadable header: {exc}") from None
     header = [name.strip() for name in header]
-    dcgm_hint = {"metric_name", "uuid", "labels_raw", "value"} & set(header)
+    dcgm_hint = {"metric_name", "labels_raw"} & set(header)
     if dcgm_hint or "gpu_id" not in header:
         missing = _missing(header, DCGM_COLUMNS)
         if missing:

@@ -1,4 +1,4 @@
-"""Test environment defaults: the real PostgreSQL and RabbitMQ on this machine, a queue of the tests' own."""
+"""Settings for the test suite: the real PostgreSQL and RabbitMQ on this machine, a queue of the tests' own."""
 import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/telemetry")
@@ -7,3 +7,5 @@ os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"
 os.environ.setdefault("CELERY_INGEST_QUEUE", "telemetry.ingest.test")
 os.environ.setdefault("SECRET_KEY", "test-only-not-a-secret")
 os.environ.setdefault("DEBUG", "false")
+
+from config.settings import *  # noqa: E402,F403

@@ -1,0 +1,59 @@
+"""The batch format: what the streamer encodes is what the collector decodes; garbage is refused."""
+import msgpack
+import pytest
+
+from telemetry.ingest.batch import BatchBuilder, BatchDecodeError, GpuInfo, Labels, Sample, decode_batch, encode_batch
+
+GPU = GpuInfo("GPU-1", "host-a", 0, "nvidia0", "NVIDIA H100 80GB HBM3")
+LABELS = Labels("", "", "", (("job", "dcgm"),))
+
+
+def test_round_trip_keeps_every_sample():
+    builder = BatchBuilder()
+    samples = [
+        Sample(GPU, "DCGM_FI_DEV_GPU_UTIL", 1_752_871_354_000_000, 87.5, LABELS),
+        Sample(GPU._replace(uuid="GPU-2", index=1), "DCGM_FI_DEV_GPU_TEMP", 1_752_871_355_000_001, 41.0, None),
+    ]
+    for sample in samples:
+        builder.add(sample)
+    decoded = decode_batch(encode_batch(builder.build()))
+    assert decoded.samples() == samples
+
+
+def test_tables_are_interned():
+    builder = BatchBuilder()
+    for t in range(100):
+        builder.add(Sample(GPU, "DCGM_FI_DEV_GPU_UTIL", t, 1.0, LABELS))
+    batch = builder.build()
+    assert (len(batch.gpus), len(batch.metrics), len(batch.labels)) == (1, 1, 1)
+    # Columnar encoding: a sample costs a few bytes, not a dict of names.
+    assert len(encode_batch(batch)) < 100 * 20
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"\xc1not msgpack", "not a msgpack batch"),
+        (msgpack.packb([1, 2, 3]), "not a map"),
+        (msgpack.packb({"v": 99}), "unsupported batch format version 99"),
+        (msgpack.packb({"v": 1, "gpus": []}), "malformed batch tables"),
+        (
+            msgpack.packb({"v": 1, "gpus": [], "metrics": ["m"], "labels": [], "gpu": [0], "metric": [0],
+                           "label": [-1], "ts": [1], "value": [1.0]}),
+            "GPU index is out of range",
+        ),
+        (
+            msgpack.packb({"v": 1, "gpus": [["u", "h", 0, "d", "m"]], "metrics": ["m"], "labels": [], "gpu": [0, 0],
+                           "metric": [0], "label": [-1], "ts": [1], "value": [1.0]}),
+            "not lists of one length",
+        ),
+        (
+            msgpack.packb({"v": 1, "gpus": [["u", "h", 0, "d", "m"]], "metrics": ["m"], "labels": [], "gpu": ["x"],
+                           "metric": [0], "label": [-1], "ts": [1], "value": [1.0]}),
+            "malformed batch columns",
+        ),
+    ],
+)
+def test_undecodable_batches_are_refused_with_a_reason(payload, message):
+    with pytest.raises(BatchDecodeError, match=message):
+        decode_batch(payload)

@@ -1,0 +1,103 @@
+"""CSV sources: format detection, the DCGM and wide formats, malformed rows with line numbers."""
+import io
+from datetime import datetime, timezone
+
+import pytest
+
+from telemetry.ingest.sources import SourceFormatError, parse_labels, read_csv, read_path
+from tests.conftest import SAMPLE_COUNT, SAMPLE_GPUS, SAMPLE_VALUE_SUM
+
+HEADER = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw\n"
+ROW = '"2025-07-18T20:42:34Z","DCGM_FI_DEV_GPU_UTIL","{gpu}","nvidia{gpu}","GPU-{gpu}","H100","host-1","","","","{value}","job=""dcgm"""\n'
+
+
+def collect(text: str | bytes, **kwargs):
+    rejects = []
+    data = text.encode() if isinstance(text, str) else text
+    samples = list(read_csv(io.BytesIO(data), path="t.csv", on_reject=lambda p, line, r: rejects.append((line, r)), **kwargs))
+    return samples, rejects
+
+
+def test_dcgm_sample_file_reads_every_row():
+    rejects = []
+    samples = list(read_path(__import__("tests.conftest").conftest.SAMPLE_CSV, on_reject=lambda *a: rejects.append(a)))
+    assert len(samples) == SAMPLE_COUNT and not rejects
+    assert len({s.gpu.uuid for s in samples}) == SAMPLE_GPUS
+    assert sum(s.value for s in samples) == pytest.approx(SAMPLE_VALUE_SUM)
+    first = samples[0]
+    assert first.gpu.uuid == "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
+    assert (first.gpu.hostname, first.gpu.index, first.gpu.device) == ("mtv5-dgx1-hgpu-031", 0, "nvidia0")
+    assert first.metric == "DCGM_FI_DEV_GPU_UTIL"
+    assert first.timestamp_us == int(datetime(2025, 7, 18, 20, 42, 34, tzinfo=timezone.utc).timestamp()) * 1_000_000
+    assert dict(first.labels.extra) == {
+        "DCGM_FI_DRIVER_VERSION": "535.129.03", "instance": "mtv5-dgx1-hgpu-031:9400", "job": "dgx_dcgm_exporter",
+    }
+
+
+def test_labels_already_in_columns_are_dropped():
+    assert parse_labels('UUID="GPU-1",Hostname="h",job="dcgm",__name__="X"') == (("job", "dcgm"),)
+
+
+def test_wrong_header_names_the_missing_columns():
+    with pytest.raises(SourceFormatError, match="metric_name, gpu_id.*labels_raw"):
+        collect("timestamp,uuid,value\n1,2,3\n")
+
+
+def test_header_that_fits_no_format_says_so():
+    with pytest.raises(SourceFormatError, match="wide CSV needs a gpu_id column"):
+        collect("a,b,c\n1,2,3\n")
+
+
+def test_three_malformed_rows_are_reported_and_the_good_rows_kept():
+    text = (
+        HEADER
+        + ROW.format(gpu=0, value=1)
+        + ROW.format(gpu=1, value="not-a-number")  # line 3
+        + ROW.format(gpu=2, value=3)
+        + ROW.format(gpu=3, value=4).replace('"GPU-3"', '""')  # line 5: no UUID
+        + '"2025-07-18T20:42:34Z","DCGM_FI_DEV_GPU_UTIL","4"\n'  # line 6: wrong column count
+        + ROW.format(gpu=5, value=6)
+    )
+    samples, rejects = collect(text)
+    assert [s.value for s in samples] == [1.0, 3.0, 6.0]
+    assert rejects == [(3, "bad number 'not-a-number'"), (5, "no GPU UUID"), (6, "expected 12 columns, found 3")]
+
+
+def test_reordered_and_extra_columns_bom_and_crlf():
+    text = "\ufeffuuid,extra," + HEADER.replace("uuid,", "").replace("\n", "\r\n")
+    row = '"GPU-9","x","2025-07-18T20:42:34Z","M","9","nvidia9","H100","h","","","","2.5",""\r\n'
+    samples, rejects = collect(text + row)
+    assert not rejects
+    assert [(s.gpu.uuid, s.gpu.index, s.metric, s.value) for s in samples] == [("GPU-9", 9, "M", 2.5)]
+
+
+def test_non_utf8_row_is_rejected_alone():
+    data = (HEADER + ROW.format(gpu=0, value=1)).encode() + b'"\xff\xfe",' + ROW.format(gpu=1, value=2).split(",", 1)[1].encode()
+    data += ROW.format(gpu=2, value=3).encode()
+    samples, rejects = collect(data)
+    assert [s.value for s in samples] == [1.0, 3.0]
+    assert rejects == [(3, "not valid UTF-8")]
+
+
+def test_wide_csv_gives_one_sample_per_metric_column():
+    samples, rejects = collect("gpu_id,utilization,temperature,memory_used\ngpu-001,85.5,72.3,4096\ngpu-002,10,,1\n", local_hostname="node-a")
+    assert not rejects
+    assert [(s.gpu.uuid, s.gpu.hostname, s.gpu.index, s.metric, s.value) for s in samples] == [
+        ("node-a:gpu-001", "node-a", 1, "utilization", 85.5),
+        ("node-a:gpu-001", "node-a", 1, "temperature", 72.3),
+        ("node-a:gpu-001", "node-a", 1, "memory_used", 4096.0),
+        ("node-a:gpu-002", "node-a", 2, "utilization", 10.0),
+        ("node-a:gpu-002", "node-a", 2, "memory_used", 1.0),
+    ]
+    # One pass is one snapshot: every row shares the pass's time.
+    assert len({s.timestamp_us for s in samples}) == 1
+
+
+def test_wide_csv_with_its_own_columns_and_a_bad_row():
+    samples, rejects = collect(
+        "timestamp,hostname,uuid,gpu_id,util\n"
+        "2025-07-18T20:42:34Z,h1,GPU-A,0,5\n"
+        "2025-07-18T20:42:35,h1,GPU-A,0,x\n"
+    )
+    assert [(s.gpu.uuid, s.gpu.hostname, s.value) for s in samples] == [("GPU-A", "h1", 5.0)]
+    assert rejects == [(3, "bad number 'x'")]
