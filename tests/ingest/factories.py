@@ -1,0 +1,28 @@
+"""Small builders of samples and batches for the ingest tests."""
+from pathlib import Path
+
+from telemetry.ingest.batch import Batch, BatchBuilder, GpuInfo, Sample
+from telemetry.ingest.sources import read_path
+
+METRICS = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP")
+
+
+def gpu(n: int) -> GpuInfo:
+    return GpuInfo(f"GPU-{n:04d}", f"host-{n // 8}", n % 8, f"nvidia{n % 8}", "NVIDIA H100 80GB HBM3")
+
+
+def fleet_batch(*, gpus: int, ticks: int, start_us: int = 1_752_871_354_000_000) -> Batch:
+    """`gpus` GPUs × len(METRICS) metrics × `ticks` one-second ticks; value = tick number."""
+    builder = BatchBuilder()
+    for tick in range(ticks):
+        for n in range(gpus):
+            for metric in METRICS:
+                builder.add(Sample(gpu(n), metric, start_us + tick * 1_000_000, float(tick), None))
+    return builder.build()
+
+
+def file_batch(path: Path) -> Batch:
+    builder = BatchBuilder()
+    for sample in read_path(path, on_reject=lambda *args: None):
+        builder.add(sample)
+    return builder.build()
