@@ -121,9 +121,9 @@ class Streamer:
                 thread.join(timeout=self.config.progress_interval / len(threads))
             if any(t.is_alive() for t in threads):
                 logger.info(self.stats.line())
-        logger.info("done: %s", self.stats.line())
         if self._errors:
             raise self._errors[0]
+        logger.info("done: %s", self.stats.line())
         return self.stats
 
     def _worker_main(self, worker: int) -> None:
