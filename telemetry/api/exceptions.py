@@ -1,0 +1,29 @@
+"""Every API error is JSON with a `detail`; bad input also lists `errors` per query parameter."""
+from django.http import JsonResponse
+from django.views.defaults import page_not_found, server_error
+from rest_framework import exceptions
+from rest_framework.views import exception_handler
+
+
+def api_exception_handler(exc, context):
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        errors = {name: messages if isinstance(messages, list) else [messages] for name, messages in errors.items()}
+        names = ", ".join(sorted(errors))
+        response.data = {"detail": f"Invalid query parameter(s): {names}.", "errors": errors}
+    return response
+
+
+def not_found(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+def internal_error(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Internal server error."}, status=500)
+    return server_error(request)

@@ -1,0 +1,42 @@
+"""django-filter FilterSets for the GPU lists; each label becomes the parameter's OpenAPI description."""
+from datetime import timedelta
+
+from django.utils import timezone
+from django_filters import rest_framework as filters
+
+from telemetry.models import Gpu
+
+# Ten years: anything larger is a typo, and would overflow a date computation.
+MAX_STALE_SECONDS = 10 * 365 * 86400
+
+
+class GpuFilter(filters.FilterSet):
+    hostname = filters.CharFilter(field_name="hostname", label="Only GPUs on this host (exact host name).")
+    model = filters.CharFilter(field_name="model_name", label="Only GPUs of this model (exact model name).")
+    seen_since = filters.IsoDateTimeFilter(
+        field_name="last_seen", lookup_expr="gte",
+        label="Only GPUs whose newest sample is at or after this time (ISO 8601; a time without a zone is UTC).",
+    )
+    stale = filters.NumberFilter(
+        method="filter_stale", min_value=0, max_value=MAX_STALE_SECONDS,
+        label="Only GPUs that stopped reporting: newest sample older than this many seconds before now.",
+    )
+    ordering = filters.OrderingFilter(
+        fields=(
+            ("hostname", "hostname"), ("index", "index"), ("uuid", "uuid"), ("model_name", "model"),
+            ("first_seen", "first_seen"), ("last_seen", "last_seen"),
+        ),
+        label="Sort by hostname, index, uuid, model, first_seen or last_seen; prefix - for descending; comma-separate several.",
+    )
+
+    class Meta:
+        model = Gpu
+        fields = ["hostname", "model", "seen_since", "stale"]
+
+    def filter_stale(self, queryset, name, value):
+        return queryset.filter(last_seen__lt=timezone.now() - timedelta(seconds=float(value)))
+
+    def filter_queryset(self, queryset):
+        # A unique tie-break, so offset pages never repeat or skip a GPU whatever the ordering.
+        queryset = super().filter_queryset(queryset)
+        return queryset.order_by(*(queryset.query.order_by or ("hostname", "index")), "id")

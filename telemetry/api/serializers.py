@@ -1,0 +1,223 @@
+"""Response shapes and query-parameter validation for the read API.
+
+Query serializers turn bad input into a 400 whose body names the parameter. Times are RFC 3339 /
+ISO 8601; a time without a zone offset is taken as UTC (stated in the schema).
+"""
+from datetime import datetime
+
+from rest_framework import serializers
+
+from telemetry.api.selectors import AGGREGATES, BUCKETS
+from telemetry.models import Gpu
+
+GPU_UUID_EXAMPLE = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
+HOSTNAME_EXAMPLE = "mtv5-dgx1-hgpu-031"
+METRIC_EXAMPLE = "DCGM_FI_DEV_GPU_UTIL"
+TIME_EXAMPLE = "2025-07-18T20:42:34Z"
+TIME_HELP = "RFC 3339 / ISO 8601 time; a time without a zone offset is taken as UTC."
+MAX_LIMIT = 10000
+DEFAULT_LIMIT = 1000
+
+
+class NoNulCharField(serializers.CharField):
+    """PostgreSQL text cannot hold NUL; reject it as bad input instead of failing in the database."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 255)
+        super().__init__(**kwargs)
+
+
+# --- Errors ---
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, in one sentence.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="For bad input: each offending query parameter and what is wrong with it.",
+    )
+
+    class Meta:
+        field_examples = {
+            "detail": "Invalid query parameters.",
+            "errors": {"end_time": ["end_time is before start_time."]},
+        }
+
+
+# --- GPUs and hosts ---
+
+
+class GpuSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_name", help_text="GPU model name.")
+
+    class Meta:
+        model = Gpu
+        fields = ["uuid", "hostname", "index", "device", "model", "first_seen", "last_seen", "sample_count"]
+        field_examples = {
+            "uuid": GPU_UUID_EXAMPLE,
+            "hostname": HOSTNAME_EXAMPLE,
+            "index": 0,
+            "device": "nvidia0",
+            "model": "NVIDIA H100 80GB HBM3",
+            "first_seen": TIME_EXAMPLE,
+            "last_seen": "2025-07-18T20:42:37Z",
+            "sample_count": 40,
+        }
+
+
+class HostSerializer(serializers.Serializer):
+    hostname = serializers.CharField(help_text="Host name the GPUs report from.")
+    gpu_count = serializers.IntegerField(help_text="Number of GPUs seen on this host.")
+    last_seen = serializers.DateTimeField(help_text="Time of the newest sample from any GPU of this host.")
+
+    class Meta:
+        field_examples = {"hostname": HOSTNAME_EXAMPLE, "gpu_count": 8, "last_seen": "2025-07-18T20:42:37Z"}
+
+
+class MetricTotalsSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Metric name (DCGM field name).")
+    sample_count = serializers.IntegerField(help_text="Samples stored for this metric, all GPUs together.")
+    first = serializers.DateTimeField(allow_null=True, help_text="Time of the oldest sample; null when none is stored.")
+    last = serializers.DateTimeField(allow_null=True, help_text="Time of the newest sample; null when none is stored.")
+
+    class Meta:
+        field_examples = {"name": METRIC_EXAMPLE, "sample_count": 247, "first": TIME_EXAMPLE, "last": "2025-07-18T20:42:37Z"}
+
+
+class MetricListSerializer(serializers.Serializer):
+    cache_seconds = serializers.IntegerField(help_text="The totals may be up to this many seconds old (API_METRICS_CACHE_SECONDS).")
+    results = MetricTotalsSerializer(many=True, help_text="One entry per metric, by name.")
+
+    class Meta:
+        field_examples = {"cache_seconds": 30}
+
+
+# --- Telemetry ---
+
+
+class TelemetryQuerySerializer(serializers.Serializer):
+    start_time = serializers.DateTimeField(required=False, help_text=f"Oldest sample time to return (inclusive). {TIME_HELP}")
+    end_time = serializers.DateTimeField(required=False, help_text=f"Newest sample time to return (inclusive). {TIME_HELP}")
+    metric = serializers.ListField(
+        child=NoNulCharField(), required=False, max_length=100,
+        help_text="Only these metrics (repeat the parameter for several). Unknown names are a 400.",
+    )
+    order = serializers.ChoiceField(choices=["asc", "desc"], default="asc", help_text="Time order of the samples.")
+    limit = serializers.IntegerField(
+        min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT, help_text=f"Samples per page, 1 to {MAX_LIMIT}."
+    )
+    cursor = NoNulCharField(required=False, max_length=200, help_text="Opaque page position from a `next` or `previous` link.")
+
+    def validate(self, attrs):
+        _check_window(attrs)
+        return attrs
+
+
+class SummaryQuerySerializer(serializers.Serializer):
+    start_time = serializers.DateTimeField(
+        required=False, help_text=f"Start of the window (inclusive); default 24 hours before end_time. {TIME_HELP}"
+    )
+    end_time = serializers.DateTimeField(
+        required=False, help_text=f"End of the window (inclusive); default the GPU's newest sample. {TIME_HELP}"
+    )
+    bucket = serializers.ChoiceField(choices=list(BUCKETS), default="1m", help_text="Bucket width; buckets are aligned to the Unix epoch.")
+    agg = NoNulCharField(
+        required=False, default="avg,min,max,last",
+        help_text=f"Comma-separated aggregates out of {', '.join(AGGREGATES)}.",
+    )
+    metric = serializers.ListField(
+        child=NoNulCharField(), required=False, max_length=100,
+        help_text="Only these metrics (repeat the parameter for several). Unknown names are a 400.",
+    )
+
+    def validate_agg(self, value: str) -> list[str]:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in AGGREGATES]
+        if unknown:
+            raise serializers.ValidationError(f"Unknown aggregate(s) {', '.join(map(repr, unknown))}; use {', '.join(AGGREGATES)}.")
+        if not names:
+            raise serializers.ValidationError(f"Name at least one aggregate out of {', '.join(AGGREGATES)}.")
+        return list(dict.fromkeys(names))
+
+    def validate(self, attrs):
+        _check_window(attrs)
+        return attrs
+
+
+def _check_window(attrs: dict) -> None:
+    start: datetime | None = attrs.get("start_time")
+    end: datetime | None = attrs.get("end_time")
+    if start is not None and end is not None and end < start:
+        raise serializers.ValidationError({"end_time": ["end_time is before start_time."]})
+
+
+class SampleSerializer(serializers.Serializer):
+    timestamp = serializers.DateTimeField(help_text="Sample time (UTC).")
+    metric = serializers.CharField(help_text="Metric name.")
+    value = serializers.FloatField(help_text="Sample value.")
+
+    class Meta:
+        field_examples = {"timestamp": TIME_EXAMPLE, "metric": METRIC_EXAMPLE, "value": 87.0}
+
+
+class TelemetryPageSerializer(serializers.Serializer):
+    gpu = serializers.CharField(help_text="UUID of the GPU.")
+    next = serializers.URLField(allow_null=True, help_text="Link to the following page; null on the last page.")
+    previous = serializers.URLField(allow_null=True, help_text="Link to the preceding page; null on the first page.")
+    results = SampleSerializer(many=True, help_text="Samples ordered by (time, metric).")
+
+    class Meta:
+        field_examples = {
+            "gpu": GPU_UUID_EXAMPLE,
+            "next": "http://127.0.0.1:8000/api/v1/gpus/GPU-5fd4f087-86f3-7a43-b711-4771313afc50/telemetry?cursor=bjoxNzUyODcxMzU1MDAwMDAwOjM",
+            "previous": None,
+        }
+
+
+class LatestSerializer(serializers.Serializer):
+    gpu = serializers.CharField(help_text="UUID of the GPU.")
+    results = SampleSerializer(many=True, help_text="Newest sample of each metric, by metric name.")
+
+    class Meta:
+        field_examples = {"gpu": GPU_UUID_EXAMPLE}
+
+
+class SummaryPointSerializer(serializers.Serializer):
+    time = serializers.DateTimeField(help_text="Start of the bucket (UTC).")
+    avg = serializers.FloatField(required=False, help_text="Mean value in the bucket.")
+    min = serializers.FloatField(required=False, help_text="Smallest value in the bucket.")
+    max = serializers.FloatField(required=False, help_text="Largest value in the bucket.")
+    first = serializers.FloatField(required=False, help_text="Oldest value in the bucket.")
+    last = serializers.FloatField(required=False, help_text="Newest value in the bucket.")
+    count = serializers.IntegerField(required=False, help_text="Number of samples in the bucket.")
+    sum = serializers.FloatField(required=False, help_text="Sum of the values in the bucket.")
+
+    class Meta:
+        field_examples = {
+            "time": "2025-07-18T20:42:00Z", "avg": 55.5, "min": 0.0, "max": 100.0,
+            "first": 0.0, "last": 100.0, "count": 4, "sum": 222.0,
+        }
+
+
+class SummarySeriesSerializer(serializers.Serializer):
+    metric = serializers.CharField(help_text="Metric name.")
+    points = SummaryPointSerializer(many=True, help_text="One point per bucket that holds samples, oldest first.")
+
+    class Meta:
+        field_examples = {"metric": METRIC_EXAMPLE}
+
+
+class SummarySerializer(serializers.Serializer):
+    gpu = serializers.CharField(help_text="UUID of the GPU.")
+    bucket = serializers.CharField(help_text="Bucket width.")
+    aggregates = serializers.ListField(child=serializers.CharField(), help_text="The aggregates in each point.")
+    start_time = serializers.DateTimeField(allow_null=True, help_text="Start of the window (inclusive).")
+    end_time = serializers.DateTimeField(allow_null=True, help_text="End of the window (inclusive).")
+    series = SummarySeriesSerializer(many=True, help_text="One series per metric, by metric name.")
+
+    class Meta:
+        field_examples = {
+            "gpu": GPU_UUID_EXAMPLE, "bucket": "1m", "aggregates": ["avg", "min", "max", "last"],
+            "start_time": "2025-07-17T20:42:37Z", "end_time": "2025-07-18T20:42:37Z",
+        }
