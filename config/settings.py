@@ -160,25 +160,55 @@ STREAM_SHARD = env_str("STREAM_SHARD", "")
 STREAM_NVML_INTERVAL = env_float("STREAM_NVML_INTERVAL", 1.0, minimum=0.01)
 STREAM_PROGRESS_INTERVAL = env_float("STREAM_PROGRESS_INTERVAL", 10.0, minimum=0.1)
 
-# --- API ---
+# --- API (https://www.django-rest-framework.org/api-guide/settings/, https://drf-spectacular.readthedocs.io) ---
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "telemetry.api.schema.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # The API is read-only and public unless API_TOKEN is set; no sessions, so no CSRF on /api.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["telemetry.api.auth.ApiTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["telemetry.api.auth.ApiTokenRequired"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "telemetry.api.exceptions.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "gpu-telemetry API",
+    "DESCRIPTION": (
+        "Read-only API over the GPU telemetry the collector stores. Times are RFC 3339 / ISO 8601; "
+        "a time without a zone offset is taken as UTC. Bad input gives 400 with `detail` and `errors` "
+        "naming each offending parameter."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
 }
 CORS_ENABLED = env_bool("CORS_ENABLED", False)
 CORS_ALLOWED_ORIGINS_RAW = env_list("CORS_ALLOWED_ORIGINS", [])
 CORS_ALLOW_ALL_ORIGINS = CORS_ENABLED and "*" in CORS_ALLOWED_ORIGINS_RAW
 CORS_ALLOWED_ORIGINS = [o for o in CORS_ALLOWED_ORIGINS_RAW if o != "*"] if CORS_ENABLED else []
 CORS_ALLOW_METHODS = env_list("CORS_ALLOWED_METHODS", ["GET", "OPTIONS"])
+CORS_URLS_REGEX = r"^/api/.*$"
+# Optional shared token for teams that expose the API: when set, /api/v1 needs `Authorization: Bearer <token>`.
 API_TOKEN = env_str("API_TOKEN", "")
+# /api/v1/metrics counts the whole sample table, so its totals are cached this long (0 = never cache).
+API_METRICS_CACHE_SECONDS = env_int("API_METRICS_CACHE_SECONDS", 30, minimum=0)
+# Django's cache: Redis when REDIS_URL is set (shared by every API process), else this process's memory.
+REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# A GPU whose newest sample is older than this is marked stale in the admin.
+ADMIN_STALE_SECONDS = env_int("ADMIN_STALE_SECONDS", 300, minimum=1)
+# Probes and scrapes first (before host checks), request metrics around everything else.
+MIDDLEWARE = ["telemetry.api.middleware.OperationsMiddleware", "telemetry.api.middleware.RequestMetricsMiddleware", *MIDDLEWARE]
+# Serve static files from the installed apps as well as STATIC_ROOT, so the admin and the API docs are
+# styled under gunicorn even in an image built without `collectstatic`.
+WHITENOISE_USE_FINDERS = True
 
 # --- Logging ---
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
