@@ -1,0 +1,325 @@
+{{/* Names, labels and shared fragments of the telemetry-pipeline chart. */}}
+
+{{- define "telemetry-pipeline.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* `<release>-<chart>`, or the release name alone when it already contains the chart name. */}}
+{{- define "telemetry-pipeline.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of a component's objects: fullname + suffix, kept within 63 characters. */}}
+{{- define "telemetry-pipeline.componentName" -}}
+{{- $full := include "telemetry-pipeline.fullname" .root -}}
+{{- printf "%s-%s" ($full | trunc (int (sub 62 (len .component)))) .component | replace "--" "-" | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "telemetry-pipeline.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of every object; call with (dict "root" $ "component" "collector"). */}}
+{{- define "telemetry-pipeline.labels" -}}
+helm.sh/chart: {{ include "telemetry-pipeline.chart" .root }}
+{{ include "telemetry-pipeline.selectorLabels" . }}
+app.kubernetes.io/part-of: telemetry-pipeline
+{{- if .root.Chart.AppVersion }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* metadata.annotations block for objects carrying commonAnnotations (plus extra ones). */}}
+{{- define "telemetry-pipeline.annotations" -}}
+{{- $all := merge (deepCopy (.extra | default dict)) (deepCopy (.root.Values.commonAnnotations | default dict)) -}}
+{{- if $all }}
+annotations:
+  {{- toYaml $all | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Image reference of a pipeline component: component override, then the global image. */}}
+{{- define "telemetry-pipeline.image" -}}
+{{- $img := .root.Values.image -}}
+{{- $own := .image | default dict -}}
+{{- $repo := $own.repository | default $img.repository -}}
+{{- $tag := $own.tag | default $img.tag | default .root.Chart.AppVersion -}}
+{{- if and $img.digest (not $own.tag) (not $own.repository) -}}
+{{- printf "%s@%s" $repo $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (toString $tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.imagePullPolicy" -}}
+{{- (.image | default dict).pullPolicy | default .root.Values.image.pullPolicy -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "telemetry-pipeline.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* storageClassName line: "-" means an empty class (no dynamic provisioning), "" the cluster default. */}}
+{{- define "telemetry-pipeline.storageClass" -}}
+{{- if .storageClass -}}
+{{- if eq "-" .storageClass }}
+storageClassName: ""
+{{- else }}
+storageClassName: {{ .storageClass | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- Which backing services exist ---------- */}}
+
+{{- define "telemetry-pipeline.database.external" -}}
+{{- if or .Values.database.external.url .Values.database.external.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* The bundled PostgreSQL runs when enabled, not replaced, and someone uses it. */}}
+{{- define "telemetry-pipeline.database.bundled" -}}
+{{- if and .Values.database.enabled (not (include "telemetry-pipeline.database.external" .)) (or .Values.collector.enabled .Values.apiGateway.enabled) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.database.available" -}}
+{{- if or (include "telemetry-pipeline.database.external" .) (include "telemetry-pipeline.database.bundled" .) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.database.urlSecretName" -}}
+{{- if .Values.database.external.existingSecret -}}
+{{- .Values.database.external.existingSecret -}}
+{{- else if .Values.database.external.url -}}
+{{- include "telemetry-pipeline.componentName" (dict "root" . "component" "external") -}}
+{{- else -}}
+{{- include "telemetry-pipeline.componentName" (dict "root" . "component" "postgresql") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.database.urlSecretKey" -}}
+{{- if .Values.database.external.existingSecret -}}
+{{- .Values.database.external.existingSecretKey -}}
+{{- else if .Values.database.external.url -}}
+database-url
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.mq.external" -}}
+{{- if or .Values.mq.external.url .Values.mq.external.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.mq.bundled" -}}
+{{- if and .Values.mq.enabled (not (include "telemetry-pipeline.mq.external" .)) (or .Values.streamer.enabled .Values.collector.enabled .Values.apiGateway.enabled) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.mq.available" -}}
+{{- if or (include "telemetry-pipeline.mq.external" .) (include "telemetry-pipeline.mq.bundled" .) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.mq.urlSecretName" -}}
+{{- if .Values.mq.external.existingSecret -}}
+{{- .Values.mq.external.existingSecret -}}
+{{- else if .Values.mq.external.url -}}
+{{- include "telemetry-pipeline.componentName" (dict "root" . "component" "external") -}}
+{{- else -}}
+{{- include "telemetry-pipeline.componentName" (dict "root" . "component" "rabbitmq") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.mq.urlSecretKey" -}}
+{{- if .Values.mq.external.existingSecret -}}
+{{- .Values.mq.external.existingSecretKey -}}
+{{- else if .Values.mq.external.url -}}
+broker-url
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.appSecretName" -}}
+{{- include "telemetry-pipeline.componentName" (dict "root" . "component" "app") -}}
+{{- end -}}
+
+{{/*
+A secret value generated once: the value already stored in the cluster (lookup) when there is
+one, a new random one otherwise (always with `helm template`, which has no cluster).
+Call with (dict "namespace" ... "name" ... "key" ... "length" 32).
+*/}}
+{{- define "telemetry-pipeline.secretValue" -}}
+{{- $existing := lookup "v1" "Secret" .namespace .name -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum (int (.length | default 32)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Fail early on combinations that cannot work. */}}
+{{- define "telemetry-pipeline.validate" -}}
+{{- if and (or .Values.collector.enabled .Values.apiGateway.enabled) (not (include "telemetry-pipeline.database.available" .)) -}}
+{{- fail "collector and apiGateway need PostgreSQL: keep database.enabled=true or set database.external.url / database.external.existingSecret" -}}
+{{- end -}}
+{{- if and (or .Values.streamer.enabled .Values.collector.enabled .Values.apiGateway.enabled) (not (include "telemetry-pipeline.mq.available" .)) -}}
+{{- fail "the pipeline needs RabbitMQ: keep mq.enabled=true or set mq.external.url / mq.external.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.database.external.url .Values.database.external.existingSecret -}}
+{{- fail "set only one of database.external.url and database.external.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.mq.external.url .Values.mq.external.existingSecret -}}
+{{- fail "set only one of mq.external.url and mq.external.existingSecret" -}}
+{{- end -}}
+{{- if gt (len .Values.streamer.csvData) 1000000 -}}
+{{- fail "streamer.csvData is larger than a ConfigMap can hold (1 MiB): use streamer.persistence or streamer.existingConfigMap" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- Fragments shared by the pipeline's pods ---------- */}}
+
+{{/* Environment of every pipeline role: connections, queue, logging, Django secret key. */}}
+{{- define "telemetry-pipeline.commonEnv" -}}
+{{- if include "telemetry-pipeline.database.available" . }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "telemetry-pipeline.database.urlSecretName" . }}
+      key: {{ include "telemetry-pipeline.database.urlSecretKey" . }}
+{{- end }}
+{{- if include "telemetry-pipeline.mq.available" . }}
+- name: CELERY_BROKER_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "telemetry-pipeline.mq.urlSecretName" . }}
+      key: {{ include "telemetry-pipeline.mq.urlSecretKey" . }}
+{{- end }}
+- name: CELERY_INGEST_QUEUE
+  value: {{ .Values.config.ingestQueue | quote }}
+- name: LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.config.logFormat | quote }}
+- name: DEBUG
+  value: {{ .Values.config.debug | ternary "true" "false" | quote }}
+- name: SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      {{- if .Values.config.existingSecret }}
+      name: {{ .Values.config.existingSecret }}
+      key: {{ .Values.config.existingSecretKey }}
+      {{- else }}
+      name: {{ include "telemetry-pipeline.appSecretName" . }}
+      key: secret-key
+      {{- end }}
+{{- with .Values.config.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The root filesystem is read-only: every pipeline container gets a writable /tmp. */}}
+{{- define "telemetry-pipeline.tmpVolume" -}}
+- name: tmp
+  emptyDir: {}
+{{- end -}}
+
+{{- define "telemetry-pipeline.tmpVolumeMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* Init container that holds a pod until `manage.py migrate --check` reports nothing pending. */}}
+{{- define "telemetry-pipeline.waitForMigrations" -}}
+{{- if and .root.Values.migrations.enabled .root.Values.migrations.waitForMigrations (include "telemetry-pipeline.database.available" .root) }}
+- name: wait-for-migrations
+  image: {{ include "telemetry-pipeline.image" (dict "root" .root "image" .image) | quote }}
+  imagePullPolicy: {{ include "telemetry-pipeline.imagePullPolicy" (dict "root" .root "image" .image) }}
+  args:
+    - wait-for-migrations
+  env:
+    {{- include "telemetry-pipeline.commonEnv" .root | trim | nindent 4 }}
+    - name: MIGRATIONS_WAIT_TIMEOUT
+      value: "600"
+  {{- with .securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  resources:
+    {{- toYaml .root.Values.migrations.resources | nindent 4 }}
+  volumeMounts:
+    {{- include "telemetry-pipeline.tmpVolumeMount" . | nindent 4 }}
+{{- end }}
+{{- end -}}
+
+{{/* Collector autoscaling, reading the seed README's mis-nested `mq.autoscaling` as a fallback. */}}
+{{- define "telemetry-pipeline.collector.autoscaling" -}}
+{{- $own := .Values.collector.autoscaling -}}
+{{- $seed := .Values.mq.autoscaling | default dict -}}
+{{- if and (not $own.enabled) $seed.enabled -}}
+{{- toYaml (merge (deepCopy $seed) (deepCopy $own)) -}}
+{{- else -}}
+{{- toYaml $own -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Effective streamer partition: `node` or `none` (see README, "Streamer partition"). */}}
+{{- define "telemetry-pipeline.streamer.partition" -}}
+{{- $p := .Values.streamer.partition -}}
+{{- if ne $p "auto" -}}
+{{- $p -}}
+{{- else if eq .Values.streamer.source "nvml" -}}
+none
+{{- else if eq (include "telemetry-pipeline.streamer.dataSource" .) "bundled" -}}
+none
+{{- else -}}
+node
+{{- end -}}
+{{- end -}}
+
+{{/* Where the streamer's samples come from: nvml, configmap (existing), pvc, inline (csvData) or bundled (the image's sample). */}}
+{{- define "telemetry-pipeline.streamer.dataSource" -}}
+{{- if eq .Values.streamer.source "nvml" -}}
+nvml
+{{- else if .Values.streamer.existingConfigMap -}}
+configmap
+{{- else if .Values.streamer.persistence.enabled -}}
+pvc
+{{- else if .Values.streamer.csvData -}}
+inline
+{{- else -}}
+bundled
+{{- end -}}
+{{- end -}}
+
+{{- define "telemetry-pipeline.pdbSpec" -}}
+{{- if not (kindIs "invalid" .minAvailable) }}
+{{- if ne (toString .minAvailable) "" }}
+minAvailable: {{ .minAvailable }}
+{{- else }}
+maxUnavailable: {{ .maxUnavailable }}
+{{- end }}
+{{- else }}
+maxUnavailable: {{ .maxUnavailable }}
+{{- end }}
+{{- end -}}
