@@ -11,10 +11,19 @@ def api_exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
-        errors = {name: messages if isinstance(messages, list) else [messages] for name, messages in errors.items()}
+        errors = {str(name): _messages(messages) for name, messages in errors.items()}
         names = ", ".join(sorted(errors))
         response.data = {"detail": f"Invalid query parameter(s): {names}.", "errors": errors}
     return response
+
+
+def _messages(detail, prefix: str = "") -> list[str]:
+    """Flatten DRF's nested error detail (a repeated parameter's errors come keyed by position)."""
+    if isinstance(detail, dict):
+        return [m for key, value in detail.items() for m in _messages(value, f"{prefix}value {int(key) + 1 if str(key).isdigit() else key}: ")]
+    if isinstance(detail, list):
+        return [m for item in detail for m in _messages(item, prefix)]
+    return [f"{prefix}{detail}"]
 
 
 def not_found(request, exception=None):

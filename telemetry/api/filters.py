@@ -1,8 +1,10 @@
 """django-filter FilterSets for the GPU lists; each label becomes the parameter's OpenAPI description."""
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 
 from django.utils import timezone
 from django_filters import rest_framework as filters
+from rest_framework.exceptions import ValidationError
 
 from telemetry.models import Gpu
 
@@ -14,7 +16,7 @@ class GpuFilter(filters.FilterSet):
     hostname = filters.CharFilter(field_name="hostname", label="Only GPUs on this host (exact host name).")
     model = filters.CharFilter(field_name="model_name", label="Only GPUs of this model (exact model name).")
     seen_since = filters.IsoDateTimeFilter(
-        field_name="last_seen", lookup_expr="gte",
+        method="filter_seen_since",
         label="Only GPUs whose newest sample is at or after this time (ISO 8601; a time without a zone is UTC).",
     )
     stale = filters.NumberFilter(
@@ -32,6 +34,14 @@ class GpuFilter(filters.FilterSet):
     class Meta:
         model = Gpu
         fields = ["hostname", "model", "seen_since", "stale"]
+
+    def filter_seen_since(self, queryset, name, value):
+        # PostgreSQL accepts zone offsets up to 15:59, Python up to 23:59: compare in UTC.
+        try:
+            value = value.astimezone(dt_timezone.utc)
+        except OverflowError:
+            raise ValidationError({"seen_since": ["seen_since is out of range."]}) from None
+        return queryset.filter(last_seen__gte=value)
 
     def filter_stale(self, queryset, name, value):
         return queryset.filter(last_seen__lt=timezone.now() - timedelta(seconds=float(value)))

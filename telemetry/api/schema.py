@@ -20,6 +20,10 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
     target_class = "telemetry.api.auth.ApiTokenAuthentication"
     name = "ApiToken"
 
+    def get_security_requirement(self, auto_schema):
+        # The token is off by default: an empty requirement says a request without it is fine too.
+        return [{self.name: []}, {}]
+
     def get_security_definition(self, auto_schema):
         return {
             "type": "http",

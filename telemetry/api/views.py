@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import Http404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -38,8 +38,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_SUMMARY_BUCKETS = 20000
 DEFAULT_SUMMARY_WINDOW = timedelta(hours=24)
 
-ERRORS_400 = {400: ErrorSerializer}
-ERRORS_404 = {404: ErrorSerializer}
+ERRORS_400 = {
+    400: OpenApiResponse(ErrorSerializer, description="Bad input: `errors` names each offending parameter and what is wrong."),
+    401: OpenApiResponse(ErrorSerializer, description="API_TOKEN is set and the request has no valid `Authorization: Bearer` token."),
+}
+ERRORS_404 = {
+    401: ERRORS_400[401],
+    404: OpenApiResponse(ErrorSerializer, description="No such GPU or host."),
+}
 UUID_PARAM = OpenApiParameter(
     "uuid", OpenApiTypes.STR, OpenApiParameter.PATH, description="NVIDIA UUID of the GPU.",
     examples=[OpenApiExample("GPU", value=GPU_UUID_EXAMPLE)],
@@ -137,7 +143,7 @@ def _iso(moment: datetime) -> str:
         summary="List GPUs",
         description="Every GPU with stored data, by host name and index unless `ordering` says otherwise.",
         parameters=[*GPU_FILTER_PARAMS, *PAGE_PARAMS],
-        responses={200: GpuSerializer(many=True), **ERRORS_400},
+        responses={200: OpenApiResponse(GpuSerializer(many=True), description="A page of GPUs."), **ERRORS_400},
     )
 )
 class GpuListView(generics.ListAPIView):
@@ -152,7 +158,7 @@ class GpuListView(generics.ListAPIView):
     get=extend_schema(
         summary="One GPU",
         parameters=[UUID_PARAM],
-        responses={200: GpuSerializer, **ERRORS_404},
+        responses={200: OpenApiResponse(GpuSerializer, description="The GPU."), **ERRORS_404},
     )
 )
 class GpuDetailView(generics.RetrieveAPIView):
@@ -172,7 +178,7 @@ class GpuDetailView(generics.RetrieveAPIView):
         summary="List hosts",
         description="Every host with GPUs, with its GPU count and newest sample time.",
         parameters=PAGE_PARAMS,
-        responses={200: HostSerializer(many=True), **ERRORS_400},
+        responses={200: OpenApiResponse(HostSerializer(many=True), description="A page of hosts."), **ERRORS_400},
     )
 )
 class HostListView(generics.ListAPIView):
@@ -187,7 +193,7 @@ class HostListView(generics.ListAPIView):
     get=extend_schema(
         summary="GPUs of one host",
         parameters=[HOSTNAME_PARAM, *PAGE_PARAMS],
-        responses={200: GpuSerializer(many=True), **ERRORS_400, **ERRORS_404},
+        responses={200: OpenApiResponse(GpuSerializer(many=True), description="A page of the host's GPUs, by index."), **ERRORS_400, **ERRORS_404},
     )
 )
 class HostGpuListView(generics.ListAPIView):
@@ -209,7 +215,7 @@ class MetricListView(APIView):
             "Each metric's name, sample count and first and last time. Counting scans the sample table, "
             "so the totals are cached for API_METRICS_CACHE_SECONDS (shared through Redis when REDIS_URL is set)."
         ),
-        responses={200: MetricListSerializer},
+        responses={200: OpenApiResponse(MetricListSerializer, description="Every metric's totals."), 401: ERRORS_400[401]},
     )
     def get(self, request):
         totals = selectors.metric_totals()
@@ -231,22 +237,26 @@ _TIME_PARAMS = {
 
 
 def _params_from(serializer_class, *, examples: dict) -> list[OpenApiParameter]:
+    """Query parameters documented from a query serializer: its help texts, bounds, choices and defaults."""
     params = []
     for name, field in serializer_class().fields.items():
+        explode = None
         if isinstance(field, serializers.ListField):
-            params.append(OpenApiParameter(name, {"type": "array", "items": {"type": "string"}}, description=str(field.help_text),
-                                           explode=True, examples=_example(name, [examples[name]])))
-            continue
-        if isinstance(field, serializers.DateTimeField):
-            kind = OpenApiTypes.DATETIME
+            schema, explode, example = {"type": "array", "items": {"type": "string"}}, True, [examples[name]]
+        elif isinstance(field, serializers.DateTimeField):
+            schema, example = {"type": "string", "format": "date-time"}, examples[name]
         elif isinstance(field, serializers.IntegerField):
-            kind = OpenApiTypes.INT
+            schema, example = {"type": "integer", "minimum": field.min_value, "maximum": field.max_value}, examples[name]
+        elif isinstance(field, serializers.ChoiceField):
+            schema, example = {"type": "string", "enum": list(field.choices)}, examples[name]
         else:
-            kind = OpenApiTypes.STR
-        enum = list(field.choices) if isinstance(field, serializers.ChoiceField) else None
-        default = field.default if field.default is not serializers.empty else None
-        params.append(OpenApiParameter(name, kind, description=str(field.help_text), enum=enum, default=default,
-                                       examples=_example(name, examples[name])))
+            schema, example = {"type": "string"}, examples[name]
+        if field.default is not serializers.empty:
+            schema["default"] = field.default
+        params.append(OpenApiParameter(
+            name, {k: v for k, v in schema.items() if v is not None}, description=str(field.help_text),
+            explode=explode, examples=_example(name, example),
+        ))
     return params
 
 
@@ -287,7 +297,7 @@ class GpuTelemetryView(APIView):
         parameters=[UUID_PARAM, *_params_from(TelemetryQuerySerializer, examples={
             **_TIME_PARAMS, "metric": METRIC_EXAMPLE, "order": "asc", "limit": 1000, "cursor": "bjoxNzUyODcxMzU1MDAwMDAwOjM",
         })],
-        responses={200: TelemetryPageSerializer, **ERRORS_400, **ERRORS_404},
+        responses={200: OpenApiResponse(TelemetryPageSerializer, description="A page of samples with cursor links."), **ERRORS_400, **ERRORS_404},
     )
     def get(self, request, uuid: str):
         gpu_id, _, _ = _gpu_or_404(uuid)
@@ -326,14 +336,14 @@ class GpuTelemetrySummaryView(APIView):
         summary="A GPU's telemetry in time buckets",
         description=(
             "Aggregates per metric and per time bucket, computed in the database (PostgreSQL `date_bin` and "
-            "`GROUP BY`). The window defaults to the 24 hours up to the GPU's newest sample; at most "
+            "`GROUP BY`). The window defaults to the 24 hours up to the GPU's newest sample, from its oldest at most; at most "
             f"{MAX_SUMMARY_BUCKETS} buckets per metric. Buckets without samples are left out."
         ),
         parameters=[UUID_PARAM, *_params_from(SummaryQuerySerializer, examples={
             "start_time": "2025-07-17T20:42:37Z", "end_time": "2025-07-18T20:42:37Z", "bucket": "1m",
             "agg": "avg,min,max,last", "metric": METRIC_EXAMPLE,
         })],
-        responses={200: SummarySerializer, **ERRORS_400, **ERRORS_404},
+        responses={200: OpenApiResponse(SummarySerializer, description="One series of buckets per metric."), **ERRORS_400, **ERRORS_404},
     )
     def get(self, request, uuid: str):
         gpu_id, first_seen, last_seen = _gpu_or_404(uuid)
@@ -378,7 +388,7 @@ class GpuLatestView(APIView):
     @extend_schema(
         summary="A GPU's newest value of each metric",
         parameters=[UUID_PARAM],
-        responses={200: LatestSerializer, **ERRORS_404},
+        responses={200: OpenApiResponse(LatestSerializer, description="The newest sample of each metric."), **ERRORS_404},
     )
     def get(self, request, uuid: str):
         gpu_id, _, _ = _gpu_or_404(uuid)
