@@ -48,5 +48,8 @@ def persist_batch(self, payload: bytes) -> dict[str, int]:
         raise self.retry(exc=exc, countdown=delay, max_retries=None)
     except DatabaseError as exc:  # bad data the database refuses: retrying cannot help
         raise dead_letter(f"database refused the batch: {exc}", delivery_tag=tag) from None
+    except Exception as exc:  # a bug or the soft time limit: keep the batch for inspection and replay
+        logger.exception("batch of %d samples failed", len(batch))
+        raise dead_letter(f"{type(exc).__name__}: {exc}", delivery_tag=tag) from None
     logger.debug("stored %d of %d samples (%d duplicates, %d trimmed)", result.stored, result.received, result.duplicates, result.trimmed)
     return {"stored": result.stored, "duplicates": result.duplicates, "trimmed": result.trimmed}
