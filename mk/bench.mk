@@ -1,0 +1,19 @@
+# Benchmarks (bench/) and fault-injection tests (tests/faults): `make bench`, `make bench-smoke`, `make test-faults`.
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+
+.PHONY: bench bench-smoke test-faults
+
+# The full run: 1M-sample ingest and backfill, 10M-sample storage and queries, a 1 GB CSV (about 10 minutes).
+bench: install
+	$(PY) -m bench.run
+
+# Under a minute: checks that every benchmark runs and gives sane figures, not that targets are met.
+bench-smoke: install
+	$(PY) -m bench.run --smoke
+
+# Stops and restarts the local RabbitMQ and PostgreSQL; the main pytest run leaves these out (-m "not fault").
+test-faults: install
+	$(PY) -m pytest -m fault tests/faults
+
+TEST_SUITES += bench-smoke test-faults
