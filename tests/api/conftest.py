@@ -41,3 +41,18 @@ def sample_data(db):
 @pytest.fixture
 def api():
     return APIClient()
+
+
+GPU_UUID = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
+GPU_HOST = "mtv5-dgx1-hgpu-031"
+
+
+def store_samples(*, uuid: str, hostname: str, index: int, rows: list[tuple[str, int, float]]):
+    """Store (metric name, microseconds since the epoch, value) samples of one GPU through the collector's service."""
+    from telemetry.ingest.batch import GpuInfo, Sample
+
+    gpu = GpuInfo(uuid, hostname, index, f"nvidia{index}", "NVIDIA H100 80GB HBM3")
+    builder = BatchBuilder()
+    for metric, ts_us, value in rows:
+        builder.add(Sample(gpu, metric, ts_us, value, None))
+    return samples_persist(batch=builder.build(), max_per_gpu=0)
