@@ -9,7 +9,7 @@ urlpatterns = [
     path("api/v1/", include("telemetry.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html"), name="redoc"),
     # Also answered by OperationsMiddleware before host checks; routed here so they resolve anyway.
     path("health", operations.health, name="health"),
     path("ready", operations.ready, name="ready"),

@@ -50,6 +50,9 @@ class ErrorSerializer(serializers.Serializer):
 
 class GpuSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_name", help_text="GPU model name.")
+    # Declared, not derived from the model, so the schema is the same whatever the database.
+    index = serializers.IntegerField(min_value=0, max_value=32767, help_text="GPU index on its host (DCGM's gpu_id).")
+    sample_count = serializers.IntegerField(min_value=0, help_text="Samples currently stored for this GPU.")
 
     class Meta:
         model = Gpu

@@ -88,6 +88,20 @@ class GpuPagination(LimitOffsetPagination):
         # Out-of-range or unparseable limits are a 400 naming the parameter, not silently clamped.
         return _bounded_int(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
 
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["count", "results"],
+            "properties": {
+                "count": {"type": "integer", "description": "Number of results in all pages.", "example": 247},
+                "next": {"type": "string", "nullable": True, "format": "uri", "description": "Link to the next page; null on the last.",
+                         "example": "http://127.0.0.1:8000/api/v1/gpus?limit=100&offset=100"},
+                "previous": {"type": "string", "nullable": True, "format": "uri", "description": "Link to the previous page; null on the first.",
+                             "example": None},
+                "results": schema,
+            },
+        }
+
     def get_offset(self, request):
         return _bounded_int(request, self.offset_query_param, 0, 0, 10**9)
 
