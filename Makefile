@@ -10,7 +10,7 @@ TEST_SUITES :=
 
 include $(wildcard mk/*.mk)
 
-.PHONY: help install run test test-python migrate openapi clean
+.PHONY: help install run test test-python clean cluster-sim
 
 help:
 	@echo "make run   - install, migrate, then stream the bundled sample into the pipeline (http://127.0.0.1:8000)"
@@ -37,3 +37,7 @@ test-python: install
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache
+
+# A rehearsal of the cluster: 10 streamers and 10 collectors as local processes (see scripts/cluster_sim.py).
+cluster-sim: install
+	$(PY) scripts/cluster_sim.py
