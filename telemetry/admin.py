@@ -1,1 +1,268 @@
-"""Django admin for browsing GPU data."""
+"""Django admin for browsing GPU data: GPUs with their latest values and a chart, and read-only samples.
+
+The sample table may hold tens of millions of rows, so its changelist never counts it in full
+(a bounded count), never sorts it by an unindexed column, and draws its date drill-down from the
+GPU table's first/last seen instead of scanning samples for distinct dates.
+"""
+from __future__ import annotations
+
+import calendar
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from html import escape
+
+from django.conf import settings
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db.models import Max, Min
+from django.urls import reverse
+from django.utils import formats, timezone
+from django.utils.functional import cached_property
+from django.utils.safestring import mark_safe
+from django.utils.text import capfirst
+
+from telemetry.api import selectors
+from telemetry.models import Gpu, IngestCounter, Metric, Sample
+
+CHART_WINDOW = timedelta(hours=1)
+CHART_MAX_SAMPLES = 5000
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Browsing only: the collector is the one writer of telemetry."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- GPUs ---
+
+
+class StaleFilter(admin.SimpleListFilter):
+    title = "reporting"
+    parameter_name = "stale"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Stale (silent)"), ("no", "Reporting")]
+
+    def queryset(self, request, queryset):
+        cutoff = timezone.now() - timedelta(seconds=settings.ADMIN_STALE_SECONDS)
+        if self.value() == "yes":
+            return queryset.filter(last_seen__lt=cutoff)
+        if self.value() == "no":
+            return queryset.filter(last_seen__gte=cutoff)
+        return queryset
+
+
+@admin.register(Gpu)
+class GpuAdmin(ReadOnlyAdmin):
+    list_display = ["hostname", "index", "uuid", "model_name", "last_seen", "is_stale", "sample_count"]
+    list_filter = [StaleFilter, "hostname", "model_name"]
+    search_fields = ["uuid", "hostname"]
+    ordering = ["hostname", "index"]
+    list_per_page = 100
+    change_form_template = "admin/telemetry/gpu/change_form.html"
+
+    @admin.display(boolean=True, description="Stale", ordering="last_seen")
+    def is_stale(self, gpu: Gpu) -> bool:
+        return gpu.last_seen < timezone.now() - timedelta(seconds=settings.ADMIN_STALE_SECONDS)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        gpu = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if gpu is not None:
+            latest = selectors.gpu_latest_values(gpu_id=gpu.pk)
+            extra["latest_values"] = [
+                {"metric": selectors.metric_name(metric_id), "timestamp": ts, "value": value} for metric_id, ts, value in latest
+            ]
+            extra["chart_svg"] = gpu_chart_svg(gpu=gpu)
+            extra["samples_url"] = reverse("admin:telemetry_sample_changelist") + f"?gpu__id__exact={gpu.pk}"
+            extra["api_url"] = reverse("api:gpu-telemetry", kwargs={"uuid": gpu.uuid})
+        return super().change_view(request, object_id, form_url, extra)
+
+
+def gpu_chart_svg(*, gpu: Gpu, window: timedelta = CHART_WINDOW) -> str:
+    """One small line chart per metric over the GPU's last `window` of samples, as inline SVG."""
+    rows = selectors.gpu_telemetry_window(
+        gpu_id=gpu.pk, start=gpu.last_seen - window, end=gpu.last_seen, order="desc", limit=CHART_MAX_SAMPLES
+    )
+    series: dict[str, list[tuple[datetime, float]]] = {}
+    for ts, metric_id, value in reversed(rows):
+        series.setdefault(selectors.metric_name(metric_id), []).append((ts, value))
+    return render_chart_svg(series=series)
+
+
+def render_chart_svg(*, series: dict[str, list[tuple[datetime, float]]]) -> str:
+    columns, panel_w, panel_h, pad = 2, 440, 110, 10
+    names = sorted(series)
+    rows_count = max(1, (len(names) + columns - 1) // columns)
+    width, height = columns * panel_w, rows_count * panel_h
+    parts = [
+        f'<svg id="gpu-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="Recent metrics of this GPU" '
+        'style="font: 11px sans-serif; background: #fff">'
+    ]
+    if not names:
+        parts.append(f'<text x="{pad}" y="20">No samples in the chart window.</text></svg>')
+        return mark_safe("".join(parts))
+    times = [ts for points in series.values() for ts, _ in points]
+    t0, t1 = min(times), max(times)
+    span = (t1 - t0).total_seconds() or 1.0
+    for i, name in enumerate(names):
+        points = series[name]
+        x0, y0 = (i % columns) * panel_w, (i // columns) * panel_h
+        plot_x, plot_y, plot_w, plot_h = x0 + pad, y0 + 28, panel_w - 2 * pad - 60, panel_h - 40
+        values = [v for _, v in points]
+        low, high = min(values), max(values)
+        scale = (high - low) or 1.0
+
+        def xy(ts, v):
+            x = plot_x + (plot_w * (ts - t0).total_seconds() / span if t1 > t0 else plot_w)
+            y = plot_y + plot_h - (plot_h * (v - low) / scale if high > low else plot_h / 2)
+            return f"{x:.1f},{y:.1f}"
+
+        parts.append(
+            f'<g class="metric" data-metric="{escape(name)}">'
+            f'<rect x="{x0 + 2}" y="{y0 + 2}" width="{panel_w - 4}" height="{panel_h - 4}" fill="#f8f9fb" stroke="#d0d7de"/>'
+            f'<text x="{plot_x}" y="{y0 + 18}" font-weight="bold">{escape(name)}</text>'
+            f'<text x="{x0 + panel_w - pad}" y="{y0 + 18}" text-anchor="end">latest {values[-1]:g}</text>'
+            f'<text x="{plot_x + plot_w + 6}" y="{plot_y + 8}">{high:g}</text>'
+            f'<text x="{plot_x + plot_w + 6}" y="{plot_y + plot_h}">{low:g}</text>'
+            f'<line x1="{plot_x}" y1="{plot_y + plot_h}" x2="{plot_x + plot_w}" y2="{plot_y + plot_h}" stroke="#aab"/>'
+        )
+        coords = [xy(ts, v) for ts, v in points]
+        if len(coords) > 1:
+            parts.append(f'<polyline fill="none" stroke="#2f6fdf" stroke-width="1.5" points="{" ".join(coords)}"/>')
+        for coord in coords[-1:] if len(coords) > 1 else coords:
+            cx, cy = coord.split(",")
+            parts.append(f'<circle cx="{cx}" cy="{cy}" r="3" fill="#2f6fdf"/>')
+        parts.append("</g>")
+    parts.append("</svg>")
+    return mark_safe("".join(parts))
+
+
+# --- Samples ---
+
+
+class BoundedCountPaginator(Paginator):
+    """Counts at most LIMIT rows (a `LIMIT`ed subquery), so a page never costs a full COUNT(*)."""
+
+    LIMIT = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by().values("pk")[: self.LIMIT].count()
+
+
+@admin.register(Sample)
+class SampleAdmin(ReadOnlyAdmin):
+    list_display = ["timestamp", "gpu", "metric", "value"]
+    list_filter = ["metric"]
+    list_select_related = ["gpu", "metric"]
+    date_hierarchy = "timestamp"
+    # Newest stored first by primary key (indexed); sorting 10M rows by an unindexed column is not offered.
+    ordering = ["-id"]
+    sortable_by = []
+    paginator = BoundedCountPaginator
+    show_full_result_count = False
+    list_per_page = 100
+    change_list_template = "admin/telemetry/sample/change_list.html"
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # Links from a GPU's page filter its samples by GPU without a 1,000-entry filter list.
+        return lookup in {"gpu__id__exact", "gpu__uuid__exact"} or super().lookup_allowed(lookup, value, request)
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        changelist.bounded_date_hierarchy = bounded_date_hierarchy(changelist)
+        return changelist
+
+
+def bounded_date_hierarchy(cl) -> dict:
+    """Django's date drill-down (year, month, day) built from the GPUs' first/last seen.
+
+    Django's own asks the sample table for its distinct years, months and days: a full scan at
+    this size. The GPU table spans the same period in a few hundred rows; a period without
+    samples inside that span simply lists no rows when chosen.
+    """
+    span = Gpu.objects.aggregate(first=Min("first_seen"), last=Max("last_seen"))
+    if not span["first"]:
+        return {"show": False}
+    first, last = (moment.astimezone(dt_timezone.utc) for moment in (span["first"], span["last"]))
+    params = cl.params
+
+    def lookup(name):
+        try:
+            return int(params.get(f"timestamp__{name}"))
+        except (TypeError, ValueError):
+            return None
+
+    year, month, day = lookup("year"), lookup("month"), lookup("day")
+    if year is None and first.year == last.year:
+        year = first.year
+        if first.month == last.month:
+            month = first.month
+
+    def link(filters):
+        return cl.get_query_string(filters, ["timestamp__"])
+
+    if year and month and day:
+        try:
+            chosen = datetime(year, month, day)
+        except ValueError:
+            return {"show": False}
+        return {
+            "show": True,
+            "back": {"link": link({"timestamp__year": year, "timestamp__month": month}),
+                     "title": capfirst(formats.date_format(chosen, "YEAR_MONTH_FORMAT"))},
+            "choices": [{"title": capfirst(formats.date_format(chosen, "MONTH_DAY_FORMAT"))}],
+        }
+    if year and month:
+        if not 1 <= month <= 12:
+            return {"show": False}
+        days = [
+            datetime(year, month, d) for d in range(1, calendar.monthrange(year, month)[1] + 1)
+            if first.date() <= datetime(year, month, d).date() <= last.date()
+        ]
+        return {
+            "show": True,
+            "back": {"link": link({"timestamp__year": year}), "title": str(year)},
+            "choices": [
+                {"link": link({"timestamp__year": year, "timestamp__month": month, "timestamp__day": d.day}),
+                 "title": capfirst(formats.date_format(d, "MONTH_DAY_FORMAT"))}
+                for d in days
+            ],
+        }
+    if year:
+        months = [datetime(year, m, 1) for m in range(1, 13) if (first.year, first.month) <= (year, m) <= (last.year, last.month)]
+        return {
+            "show": True,
+            "back": {"link": link({}), "title": "All dates"},
+            "choices": [
+                {"link": link({"timestamp__year": year, "timestamp__month": m.month}),
+                 "title": capfirst(formats.date_format(m, "YEAR_MONTH_FORMAT"))}
+                for m in months
+            ],
+        }
+    return {
+        "show": True,
+        "back": None,
+        "choices": [{"link": link({"timestamp__year": y}), "title": str(y)} for y in range(first.year, last.year + 1)],
+    }
+
+
+@admin.register(Metric)
+class MetricAdmin(ReadOnlyAdmin):
+    list_display = ["name", "id"]
+    search_fields = ["name"]
+
+
+@admin.register(IngestCounter)
+class IngestCounterAdmin(ReadOnlyAdmin):
+    list_display = ["name", "value"]
