@@ -25,12 +25,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     DJANGO_SETTINGS_MODULE=config.settings \
     PORT=8081 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
-    LOG_FORMAT=json \
-    SQLITE_PATH=/tmp/telemetry.sqlite3
+    SQLITE_PATH=/tmp/telemetry.sqlite3 \
+    HOME=/tmp
 
-RUN groupadd --system --gid ${APP_GID} app \
- && useradd --system --uid ${APP_UID} --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
+RUN groupadd --gid ${APP_GID} app \
+ && useradd --uid ${APP_UID} --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
