@@ -64,7 +64,7 @@ def test_schema_covers_every_value():
 
     def resolve(node: dict) -> dict:
         while "$ref" in node:
-            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[-1]]
         return node
 
     walk(schema, values, "")
