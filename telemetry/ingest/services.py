@@ -103,59 +103,61 @@ def _gpu_time_ranges(batch: Batch) -> dict[int, tuple[int, int]]:
     return ranges
 
 
+_GPU_ATTRIBUTES = ("hostname", "index", "device", "model_name")
+
+
 def _gpus_upsert(gpus: list[GpuInfo], ranges: dict[int, tuple[int, int]]) -> list[int]:
     """Database ids of the batch's GPUs, in batch order; new GPUs are created, moved ones updated."""
     by_uuid = {gpu.uuid: (i, gpu) for i, gpu in enumerate(gpus)}
-    existing = {g.uuid: g for g in Gpu.objects.filter(uuid__in=by_uuid)}
+    known = {row[0]: row[1:] for row in Gpu.objects.filter(uuid__in=by_uuid).values_list("uuid", "id", *_GPU_ATTRIBUTES)}
     new_gpus, moved = [], []
     for uuid, (i, info) in sorted(by_uuid.items()):
-        row = existing.get(uuid)
+        row = known.get(uuid)
+        attributes = (info.hostname, info.index, info.device, info.model_name)
         if row is None:
             oldest = to_datetime(ranges.get(i, (0, 0))[0])
-            new_gpus.append(
-                Gpu(uuid=uuid, hostname=info.hostname, index=info.index, device=info.device,
-                    model_name=info.model_name, first_seen=oldest, last_seen=oldest)
-            )
-        elif (row.hostname, row.index, row.device, row.model_name) != (info.hostname, info.index, info.device, info.model_name):
-            row.hostname, row.index, row.device, row.model_name = info.hostname, info.index, info.device, info.model_name
-            moved.append(row)
+            new_gpus.append(Gpu(uuid=uuid, **dict(zip(_GPU_ATTRIBUTES, attributes)), first_seen=oldest, last_seen=oldest))
+        elif row[1:] != attributes:
+            moved.append(Gpu(id=row[0], uuid=uuid, **dict(zip(_GPU_ATTRIBUTES, attributes))))
+    if moved:
+        Gpu.objects.bulk_update(moved, list(_GPU_ATTRIBUTES))
+        logger.info("GPU attributes changed for %d GPU(s)", len(moved))
+    ids = {uuid: row[0] for uuid, row in known.items()}
     if new_gpus:
         Gpu.objects.bulk_create(new_gpus, ignore_conflicts=True)
-    if moved:
-        Gpu.objects.bulk_update(moved, ["hostname", "index", "device", "model_name"])
-        logger.info("GPU attributes changed for %d GPU(s)", len(moved))
-    ids = dict(Gpu.objects.filter(uuid__in=by_uuid).values_list("uuid", "id"))
+        ids = dict(Gpu.objects.filter(uuid__in=by_uuid).values_list("uuid", "id"))
     return [ids[gpu.uuid] for gpu in gpus]
 
 
 def _metrics_upsert(names: list[str]) -> list[int]:
-    Metric.objects.bulk_create([Metric(name=name) for name in sorted(set(names))], ignore_conflicts=True)
     ids = dict(Metric.objects.filter(name__in=names).values_list("name", "id"))
+    missing = sorted(set(names) - set(ids))
+    if missing:
+        Metric.objects.bulk_create([Metric(name=name) for name in missing], ignore_conflicts=True)
+        ids = dict(Metric.objects.filter(name__in=names).values_list("name", "id"))
     return [ids[name] for name in names]
 
 
 def _label_sets_upsert(label_sets: list[Labels]) -> list[int]:
     digests = [label_digest(labels) for labels in label_sets]
-    LabelSet.objects.bulk_create(
-        sorted(
-            (LabelSet(digest=d, container=lab.container, pod=lab.pod, namespace=lab.namespace, labels=dict(lab.extra))
-             for d, lab in zip(digests, label_sets)),
-            key=lambda row: row.digest,
-        ),
-        ignore_conflicts=True,
-    )
     ids = dict(LabelSet.objects.filter(digest__in=digests).values_list("digest", "id"))
+    missing = sorted((d, lab) for d, lab in zip(digests, label_sets) if d not in ids)
+    if missing:
+        LabelSet.objects.bulk_create(
+            [LabelSet(digest=d, container=lab.container, pod=lab.pod, namespace=lab.namespace, labels=dict(lab.extra))
+             for d, lab in missing],
+            ignore_conflicts=True,
+        )
+        ids = dict(LabelSet.objects.filter(digest__in=digests).values_list("digest", "id"))
     return [ids[d] for d in digests]
 
 
 def _reference_ids(batch: Batch) -> tuple[list[int], list[int], list[int]]:
-    # Each in its own short transaction, committed before the samples: a GPU's row lock is
-    # never held while a large batch is written.
+    # Committed before the samples are written, in a short transaction of its own: a GPU row is
+    # locked here only when it is created or moved, never while a large batch is written.
     with transaction.atomic():
         gpu_ids = _gpus_upsert(batch.gpus, _gpu_time_ranges(batch))
-    with transaction.atomic():
         metric_ids = _metrics_upsert(batch.metrics)
-    with transaction.atomic():
         label_ids = _label_sets_upsert(batch.labels) if batch.labels else []
     return gpu_ids, metric_ids, label_ids
 
