@@ -43,9 +43,10 @@ def say(text: str) -> None:
 
 
 def prepare_database() -> None:
+    # A fresh database each run, so the schema is always the current migrations'.
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [SIM_DB]).fetchone():
-            admin.execute(f'CREATE DATABASE "{SIM_DB}"')
+        admin.execute(f'DROP DATABASE IF EXISTS "{SIM_DB}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{SIM_DB}"')
     manage = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=sim_env())
     if manage.returncode:
         raise SystemExit("migrate failed")
