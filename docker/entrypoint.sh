@@ -3,6 +3,10 @@
 # The Helm chart's containers use exactly these roles (tests/chart/test_image_roles.py checks it).
 set -eu
 
+# The app root is this script's parent folder (/app in the image): manage.py and config/ are there.
+APP_DIR="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$APP_DIR"
+
 usage() {
     cat >&2 <<'USAGE'
 usage: entrypoint.sh ROLE [ARGS...]
@@ -40,14 +44,14 @@ case "$role" in
         exec gunicorn -c config/gunicorn.conf.py config.wsgi:application --bind "0.0.0.0:${PORT:-8081}" "$@"
         ;;
     migrate)
-        python /app/docker/wait_for_db.py --timeout "${DB_WAIT_TIMEOUT:-300}"
+        python "$APP_DIR/docker/wait_for_db.py" --timeout "${DB_WAIT_TIMEOUT:-300}"
         exec python manage.py migrate --noinput "$@"
         ;;
     wait-for-migrations)
-        exec python /app/docker/wait_for_migrations.py --timeout "${MIGRATIONS_WAIT_TIMEOUT:-600}" "$@"
+        exec python "$APP_DIR/docker/wait_for_migrations.py" --timeout "${MIGRATIONS_WAIT_TIMEOUT:-600}" "$@"
         ;;
     healthcheck)
-        exec python /app/docker/healthcheck.py "$@"
+        exec python "$APP_DIR/docker/healthcheck.py" "$@"
         ;;
     manage)
         exec python manage.py "$@"

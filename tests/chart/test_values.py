@@ -334,6 +334,8 @@ def test_grafana_dashboard(helm):
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for metric in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_FB_USED"):
         assert metric in exprs
+    for metric in ("telemetry_samples_stored_total", "telemetry_ingest_lag_seconds", "rabbitmq_queue_messages_ready"):
+        assert metric in exprs
     assert not helm().of("ConfigMap", "monitoring")
 
 
