@@ -161,6 +161,8 @@ STREAM_NVML_INTERVAL = env_float("STREAM_NVML_INTERVAL", 1.0, minimum=0.01)
 STREAM_PROGRESS_INTERVAL = env_float("STREAM_PROGRESS_INTERVAL", 10.0, minimum=0.1)
 
 # --- API (https://www.django-rest-framework.org/api-guide/settings/, https://drf-spectacular.readthedocs.io) ---
+import warnings  # noqa: E402  (kept with the one setting that needs it)
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "telemetry.api.schema.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -209,6 +211,8 @@ MIDDLEWARE = ["telemetry.api.middleware.OperationsMiddleware", "telemetry.api.mi
 # Serve static files from the installed apps as well as STATIC_ROOT, so the admin and the API docs are
 # styled under gunicorn even in an image built without `collectstatic`.
 WHITENOISE_USE_FINDERS = True
+# ... and without STATIC_ROOT there is nothing to warn about.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 # --- Logging ---
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -94,7 +94,7 @@ def gpu_chart_svg(*, gpu: Gpu, window: timedelta = CHART_WINDOW) -> str:
     )
     series: dict[str, list[tuple[datetime, float]]] = {}
     for ts, metric_id, value in reversed(rows):
-        series.setdefault(selectors.metric_name(metric_id), []).append((ts, value))
+        series.setdefault(selectors.metric_name(metric_id), []).append((selectors.time_parse(ts), value))
     return render_chart_svg(series=series)
 
 

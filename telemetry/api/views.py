@@ -148,6 +148,10 @@ def _metric_ids(names: list[str] | None) -> list[int] | None:
     return list(found.values())
 
 
+def _position(row: tuple[str, int, float]) -> selectors.Position:
+    return selectors.Position(selectors.time_parse(row[0]), row[1])
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -333,15 +337,15 @@ class GpuTelemetryView(APIView):
         url = request.build_absolute_uri()
         next_link = previous_link = None
         if rows and has_next:
-            next_link = replace_query_param(url, "cursor", Cursor.encode("n", selectors.Position(rows[-1][0], rows[-1][1])))
+            next_link = replace_query_param(url, "cursor", Cursor.encode("n", _position(rows[-1])))
         if rows and has_previous:
-            previous_link = replace_query_param(url, "cursor", Cursor.encode("p", selectors.Position(rows[0][0], rows[0][1])))
-        name = selectors.metric_name
+            previous_link = replace_query_param(url, "cursor", Cursor.encode("p", _position(rows[0])))
+        names = selectors.metric_names_by_id()
         return Response({
             "gpu": uuid,
             "next": next_link,
             "previous": previous_link,
-            "results": [{"timestamp": _iso(ts), "metric": name(m), "value": v} for ts, m, v in rows],
+            "results": [{"timestamp": ts, "metric": names.get(m) or selectors.metric_name(m), "value": v} for ts, m, v in rows],
         })
 
 
@@ -384,7 +388,7 @@ class GpuTelemetrySummaryView(APIView):
         )
         series: dict[int, list] = {}
         for bucket in buckets:
-            series.setdefault(bucket.metric_id, []).append({"time": _iso(bucket.start), **bucket.values})
+            series.setdefault(bucket.metric_id, []).append({"time": bucket.start, **bucket.values})
         return Response({
             "gpu": uuid,
             "bucket": query["bucket"],

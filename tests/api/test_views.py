@@ -18,7 +18,11 @@ def us(moment: datetime) -> int:
 
 
 def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC, the API's form: no fraction when whole seconds, else without trailing zeros."""
+    text = moment.astimezone(timezone.utc).isoformat().replace("+00:00", "")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text + "Z"
 
 
 def db_rows(uuid, start=None, end=None, metrics=None):
