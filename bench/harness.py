@@ -165,11 +165,13 @@ def cpu_seconds(groups: dict[str, set[int]]) -> dict[str, float]:
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
         seconds = (int(fields[11]) + int(fields[12])) / _TICKS
+        # A backend that exits mid-run leaves its CPU time in the postmaster's children's time.
+        children = (int(fields[13]) + int(fields[14])) / _TICKS
         pid = int(entry.name)
         if pid in owner:
             used[owner[pid]] += seconds
         elif comm == "postgres":
-            used["postgresql"] += seconds
+            used["postgresql"] += seconds + children
         elif comm.startswith("beam"):
             used["rabbitmq"] += seconds
     return dict(used)
