@@ -1,11 +1,21 @@
 """Every API error is JSON with a `detail`; bad input also lists `errors` per query parameter."""
+import logging
+
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions
+from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 def api_exception_handler(exc, context):
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is down or restarting: a retryable 503 (and /ready says which), not a 500.
+        logger.warning("database unavailable: %s", exc)
+        return Response({"detail": "The database is unavailable; retry shortly."}, status=503, headers={"Retry-After": "5"})
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -5,6 +5,7 @@ here counts a GPU's rows or builds a model instance per sample.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -189,13 +190,6 @@ def _beyond(position: Position, *, forward: bool) -> Q:
 # --- Time-bucketed summary ---
 
 
-@dataclass(frozen=True)
-class Bucket:
-    metric_id: int
-    start: str  # RFC 3339, UTC
-    values: dict[str, float | int | None]
-
-
 _SQL_AGGREGATES = {
     "avg": "avg(value)",
     "min": "min(value)",
@@ -217,46 +211,56 @@ def gpu_telemetry_summary(
     bucket_seconds: int,
     aggregates: list[str],
     metric_ids: list[int] | None = None,
-) -> list[Bucket]:
-    """Aggregates of one GPU's samples in [start, end] per metric and per bucket (aligned to the epoch)."""
+) -> list[tuple[int, str]]:
+    """Aggregates of one GPU's samples in [start, end] per metric and bucket (aligned to the epoch).
+
+    Returns (metric_id, points) per metric, points being a JSON array of
+    {"time": RFC 3339, <aggregate>: value, …} oldest first. On PostgreSQL the database groups
+    (`date_bin`, `GROUP BY`) and writes the JSON too: formatting a day of one-minute buckets
+    in Python took a quarter of the request's time.
+    """
     if connection.vendor == "postgresql":
         return _summary_postgresql(gpu_id, start, end, bucket_seconds, aggregates, metric_ids)
     return _summary_portable(gpu_id, start, end, bucket_seconds, aggregates, metric_ids)
 
 
-def _summary_postgresql(gpu_id, start, end, bucket_seconds, aggregates, metric_ids) -> list[Bucket]:
-    columns = ", ".join(_SQL_AGGREGATES[name] for name in aggregates)
+def _summary_postgresql(gpu_id, start, end, bucket_seconds, aggregates, metric_ids) -> list[tuple[int, str]]:
+    columns = ", ".join(f"{_SQL_AGGREGATES[name]} AS {name}" for name in aggregates)
+    fields = ", ".join(f"'{name}', {name}" for name in aggregates)
     where_metric = "AND metric_id = ANY(%s)" if metric_ids else ""
     sql = (
+        f"SELECT metric_id, json_agg(json_build_object('time', bucket, {fields}) ORDER BY bucket)::text FROM ("
         "SELECT metric_id, to_char(date_bin(make_interval(secs => %s), \"timestamp\", timestamptz 'epoch') AT TIME ZONE 'UTC', "
         f"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS bucket, {columns} "
         f'FROM telemetry_sample WHERE gpu_id = %s AND "timestamp" >= %s AND "timestamp" <= %s {where_metric} '
-        "GROUP BY 1, 2 ORDER BY 1, 2"
+        "GROUP BY 1, 2) AS buckets GROUP BY metric_id"
     )
     params: list = [bucket_seconds, gpu_id, start, end]
     if metric_ids:
         params.append(list(metric_ids))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    return [Bucket(row[0], row[1], dict(zip(aggregates, row[2:]))) for row in rows]
+        return cursor.fetchall()
 
 
-def _summary_portable(gpu_id, start, end, bucket_seconds, aggregates, metric_ids) -> list[Bucket]:
+def _summary_portable(gpu_id, start, end, bucket_seconds, aggregates, metric_ids) -> list[tuple[int, str]]:
     # The embedded SQLite mode: the same result computed in Python over one ordered index scan.
     rows = gpu_telemetry_window(gpu_id=gpu_id, start=start, end=end, metric_ids=metric_ids, limit=10**9)
-    groups: dict[tuple[int, str], list[float]] = {}
+    groups: dict[int, dict[str, list[float]]] = {}
     step = timedelta(seconds=bucket_seconds)
     for ts, metric_id, value in rows:
         bucket_start = time_text(EPOCH + step * ((time_parse(ts) - EPOCH) // step))
-        groups.setdefault((metric_id, bucket_start), []).append(value)
+        groups.setdefault(metric_id, {}).setdefault(bucket_start, []).append(value)
     result = []
-    for (metric_id, bucket_start), values in sorted(groups.items()):
-        computed = {
-            "avg": sum(values) / len(values), "min": min(values), "max": max(values), "sum": sum(values),
-            "count": len(values), "first": values[0], "last": values[-1],
-        }
-        result.append(Bucket(metric_id, bucket_start, {name: computed[name] for name in aggregates}))
+    for metric_id, buckets in groups.items():
+        points = []
+        for bucket_start, values in sorted(buckets.items()):
+            computed = {
+                "avg": sum(values) / len(values), "min": min(values), "max": max(values), "sum": sum(values),
+                "count": len(values), "first": values[0], "last": values[-1],
+            }
+            points.append({"time": bucket_start, **{name: computed[name] for name in aggregates}})
+        result.append((metric_id, json.dumps(points)))
     return result
 
 

@@ -49,11 +49,14 @@ def test_not_ready_names_postgresql_when_the_database_is_unreachable(client):
     connection.settings_dict["PORT"] = 1
     try:
         response = client.get("/ready")
+        api_response = client.get("/api/v1/gpus")
     finally:
         connection.close()
         connection.settings_dict["PORT"] = port
     assert response.status_code == 503
     assert response.json()["unreachable"] == ["PostgreSQL"]
+    # The API says "retry" rather than failing with a 500.
+    assert api_response.status_code == 503 and api_response["Retry-After"] == "5"
     assert client.get("/ready").status_code == 200
 
 
