@@ -212,7 +212,7 @@ MIDDLEWARE = ["telemetry.api.middleware.OperationsMiddleware", "telemetry.api.mi
 # styled under gunicorn even in an image built without `collectstatic`.
 WHITENOISE_USE_FINDERS = True
 # ... and without STATIC_ROOT there is nothing to warn about.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
 # --- Logging ---
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
