@@ -10,6 +10,7 @@ import logging
 import re
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,18 +96,57 @@ def _check_text(row: list[str]) -> None:
                 raise RowError("not valid UTF-8") from None
 
 
-def _rows(reader: Iterator[list[str]], path: str, on_reject: RejectHandler) -> Iterator[tuple[int, list[str]]]:
+class _Lines:
+    """The file's physical lines for csv.reader, numbered, with a way to read some of them again.
+
+    A row is one line: a quoted field left open by a cut-off line must not swallow the rows
+    after it, so `_rows` rejects such a row alone and hands its extra lines back.
+    """
+
+    def __init__(self, text: Iterator[str]) -> None:
+        self._text = text
+        self._again: deque[tuple[int, str]] = deque()
+        self._number = 0
+        self.taken: list[tuple[int, str]] = []
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        if self._again:
+            numbered = self._again.popleft()
+        else:
+            self._number += 1
+            numbered = (self._number, next(self._text))
+        self.taken.append(numbered)
+        return numbered[1]
+
+    def read_again(self, numbered: list[tuple[int, str]]) -> None:
+        self._again.extendleft(reversed(numbered))
+
+
+def _rows(lines: _Lines, reader: Iterator[list[str]], path: str, on_reject: RejectHandler) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) for every parseable, non-empty row; CSV-level errors are rejects."""
     while True:
+        lines.taken = []
         try:
             row = next(reader)
         except StopIteration:
+            if lines.taken:  # the file ended inside a quoted field
+                on_reject(path, lines.taken[0][0], "unterminated quoted field at the end of the file")
+                lines.read_again(lines.taken[1:])
+                continue
             return
         except csv.Error as exc:
-            on_reject(path, reader.line_num, f"unreadable CSV: {exc}")
+            on_reject(path, lines.taken[0][0] if lines.taken else 0, f"unreadable CSV: {exc}")
+            lines.read_again(lines.taken[1:])
+            continue
+        if len(lines.taken) > 1:
+            on_reject(path, lines.taken[0][0], "unterminated quoted field (a row must be on one line)")
+            lines.read_again(lines.taken[1:])
             continue
         if row:
-            yield reader.line_num, row
+            yield lines.taken[0][0], row
 
 
 def _missing(header: list[str], required: Iterable[str]) -> list[str]:
@@ -118,7 +158,8 @@ def read_csv(
     stream: BinaryIO, *, path: str, on_reject: RejectHandler, local_hostname: str | None = None
 ) -> Iterator[Sample]:
     """Samples from one CSV stream, its format detected from the header."""
-    reader = csv.reader(_open_text(stream))
+    lines = _Lines(iter(_open_text(stream)))
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration:
@@ -134,15 +175,15 @@ def read_csv(
                 f"{path}: unrecognised header; a DCGM CSV needs the columns {', '.join(missing)}"
                 + ("" if dcgm_hint else " (or a wide CSV needs a gpu_id column)")
             )
-        yield from _read_dcgm(reader, header, path, on_reject)
+        yield from _read_dcgm(lines, reader, header, path, on_reject)
     else:
         metrics = [name for name in header if name not in _WIDE_ATTRIBUTE_COLUMNS]
         if not metrics:
             raise SourceFormatError(f"{path}: a wide CSV needs at least one metric column besides gpu_id")
-        yield from _read_wide(reader, header, metrics, path, on_reject, local_hostname or socket.gethostname())
+        yield from _read_wide(lines, reader, header, metrics, path, on_reject, local_hostname or socket.gethostname())
 
 
-def _read_dcgm(reader, header: list[str], path: str, on_reject: RejectHandler) -> Iterator[Sample]:
+def _read_dcgm(lines: _Lines, reader, header: list[str], path: str, on_reject: RejectHandler) -> Iterator[Sample]:
     column = {name: header.index(name) for name in DCGM_COLUMNS}
     (c_ts, c_metric, c_gpu, c_device, c_uuid, c_model, c_host, c_container, c_pod, c_ns, c_value, c_labels) = (
         column[name] for name in DCGM_COLUMNS
@@ -151,7 +192,7 @@ def _read_dcgm(reader, header: list[str], path: str, on_reject: RejectHandler) -
     times: _Cache = _Cache()
     gpus: _Cache = _Cache()
     labels: _Cache = _Cache()
-    for line, row in _rows(reader, path, on_reject):
+    for line, row in _rows(lines, reader, path, on_reject):
         try:
             if len(row) != width:
                 raise RowError(f"expected {width} columns, found {len(row)}")
@@ -195,7 +236,7 @@ def _wide_index(gpu_id: str) -> int:
 
 
 def _read_wide(
-    reader, header: list[str], metrics: list[str], path: str, on_reject: RejectHandler, local_hostname: str
+    lines: _Lines, reader, header: list[str], metrics: list[str], path: str, on_reject: RejectHandler, local_hostname: str
 ) -> Iterator[Sample]:
     """The seed's wide CSV: one row per GPU, one column per metric; one sample per metric column.
 
@@ -209,7 +250,7 @@ def _read_wide(
     metric_columns = [(name, column[name]) for name in metrics]
     pass_time = time.time_ns() // 1000
     width = len(header)
-    for line, row in _rows(reader, path, on_reject):
+    for line, row in _rows(lines, reader, path, on_reject):
         try:
             if len(row) != width:
                 raise RowError(f"expected {width} columns, found {len(row)}")
