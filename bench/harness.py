@@ -108,7 +108,8 @@ class Worker:
                    COLLECTOR_HEARTBEAT_FILE=str(self.log) + ".hb", LOG_LEVEL="WARNING")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", settings.INGEST_QUEUE,
-             "--concurrency", str(self.concurrency), "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+             "--concurrency", str(self.concurrency), "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+             "-n", f"bench-{os.getpid()}-{time.monotonic_ns()}@%h"],  # never clash with another worker's pidbox
             cwd=REPO, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
