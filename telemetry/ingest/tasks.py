@@ -31,7 +31,10 @@ def dead_letter(reason: str, *, delivery_tag: object) -> Reject:
     return Reject(reason, requeue=False)
 
 
-@shared_task(name="telemetry.ingest.persist_batch", bind=True, acks_late=True, reject_on_worker_lost=True)
+# max_retries=None: Celery never gives up by itself; COLLECTOR_MAX_RETRIES decides, then dead-letters.
+@shared_task(
+    name="telemetry.ingest.persist_batch", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
 def persist_batch(self, payload: bytes) -> dict[str, int]:
     tag = self.request.delivery_info.get("delivery_tag") if self.request.delivery_info else self.request.id
     try:
@@ -45,7 +48,7 @@ def persist_batch(self, payload: bytes) -> dict[str, int]:
             raise dead_letter(f"database still failing after {self.request.retries} retries: {exc}", delivery_tag=tag) from None
         delay = retry_delay(self.request.retries)
         logger.warning("batch of %d samples: database error, retry %d in %ds: %s", len(batch), self.request.retries + 1, delay, exc)
-        raise self.retry(exc=exc, countdown=delay, max_retries=None)
+        raise self.retry(exc=exc, countdown=delay)
     except DatabaseError as exc:  # bad data the database refuses: retrying cannot help
         raise dead_letter(f"database refused the batch: {exc}", delivery_tag=tag) from None
     except Exception as exc:  # a bug or the soft time limit: keep the batch for inspection and replay
