@@ -57,12 +57,6 @@ def test_rabbitmq_restarted_mid_stream(fleet_csv, collectors, stream):
     assert counter(BATCHES_DEAD_LETTERED) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "telemetry/ingest/tasks.py bug: persist_batch calls self.retry(..., max_retries=None), which Celery reads as "
-    "'use the task's max_retries' (Celery's default, 3), not 'unlimited'; a batch's 4th failed attempt (about 7 s into "
-    "an outage) is raised as a task failure and, with task_acks_on_failure_or_timeout=False, rejected into the "
-    "dead-letter queue without being counted, instead of retrying up to COLLECTOR_MAX_RETRIES=12"
-))
 def test_postgresql_stopped_20_seconds_mid_stream(fleet_csv, collectors, stream):
     worker = collectors()
     run = stream(fleet_csv, rate=RATE)
