@@ -33,7 +33,7 @@ _LABELS_IN_COLUMNS = frozenset(
 _LABEL_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _WIDE_ATTRIBUTE_COLUMNS = frozenset({"gpu_id", "uuid", "hostname", "Hostname", "timestamp", "device", "modelName", "model_name"})
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
-_CACHE_LIMIT = 65536
+_CACHE_LIMIT = 16384
 
 
 class SourceFormatError(ValueError):
@@ -47,11 +47,51 @@ class RowError(ValueError):
 class _Cache(dict):
     """A dict that empties itself when full: repeated values hit, memory stays bounded."""
 
+    def __init__(self, limit: int = _CACHE_LIMIT) -> None:
+        super().__init__()
+        self.limit = limit
+
     def remember(self, key, value):
-        if len(self) >= _CACHE_LIMIT:
+        if len(self) >= self.limit:
             self.clear()
         self[key] = value
         return value
+
+
+# NUL cannot occur in CSV text (the csv module refuses it), so these placeholders are unambiguous.
+_PLACEHOLDERS = ("\0u", "\0m", "\0h", "\0d", "\0g")
+
+
+class _LabelParser:
+    """Parses labels_raw once per shape rather than once per row.
+
+    DCGM repeats one labels_raw per GPU and metric, differing only in the row's own UUID, metric,
+    host, device and index. Each whole quoted value equal to one of those is swapped for a
+    placeholder to form the cache key (label names are never quoted, so they are never touched),
+    and the rows of a host share one entry; on a hit the placeholders in the cached labels are
+    swapped back for this row's values, in reverse order, which undoes the swap exactly.
+    """
+
+    def __init__(self) -> None:
+        self._cache = _Cache(limit=4096)
+
+    def __call__(self, raw: str, *row_values: str) -> tuple[tuple[str, str], ...]:
+        quoted = [f'"{value}"' for value in row_values]
+        key = raw
+        for value, placeholder in zip(quoted, _PLACEHOLDERS):
+            key = key.replace(value, f'"{placeholder}"')
+        extra = self._cache.get(key)
+        if extra is None:
+            extra = self._cache.remember(key, parse_labels(key))
+        if any("\0" in value for _, value in extra):
+            extra = tuple((name, _restore(value, row_values)) for name, value in extra)
+        return extra
+
+
+def _restore(text: str, row_values: tuple[str, ...]) -> str:
+    for value, placeholder in reversed(list(zip(row_values, _PLACEHOLDERS))):
+        text = text.replace(placeholder, value)
+    return text
 
 
 def parse_timestamp_us(text: str) -> int:
@@ -192,6 +232,7 @@ def _read_dcgm(lines: _Lines, reader, header: list[str], path: str, on_reject: R
     times: _Cache = _Cache()
     gpus: _Cache = _Cache()
     labels: _Cache = _Cache()
+    extra_labels = _LabelParser()
     for line, row in _rows(lines, reader, path, on_reject):
         try:
             if len(row) != width:
@@ -218,12 +259,11 @@ def _read_dcgm(lines: _Lines, reader, header: list[str], path: str, on_reject: R
             if timestamp is None:
                 timestamp = times.remember(stamp, parse_timestamp_us(stamp))
             value = parse_value(row[c_value])
-            label_key = (row[c_container], row[c_pod], row[c_ns], row[c_labels])
+            extra = extra_labels(row[c_labels], uuid, metric, row[c_host], row[c_device], row[c_gpu])
+            label_key = (row[c_container], row[c_pod], row[c_ns], extra)
             sample_labels = labels.get(label_key)
             if sample_labels is None:
-                sample_labels = labels.remember(
-                    label_key, Labels(row[c_container], row[c_pod], row[c_ns], parse_labels(row[c_labels]))
-                )
+                sample_labels = labels.remember(label_key, Labels(row[c_container], row[c_pod], row[c_ns], extra))
         except RowError as exc:
             on_reject(path, line, str(exc))
             continue

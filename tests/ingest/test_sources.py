@@ -101,3 +101,16 @@ def test_wide_csv_with_its_own_columns_and_a_bad_row():
     )
     assert [(s.gpu.uuid, s.gpu.hostname, s.value) for s in samples] == [("GPU-A", "h1", 5.0)]
     assert rejects == [(3, "bad number 'x'")]
+
+
+def test_labels_parsed_once_per_shape_keep_each_rows_own_values():
+    rows = "".join(
+        f'"2025-07-18T20:42:34Z","M{n}","{n}","nvidia{n}","GPU-{n}","H100","host-{n}","","","","1",'
+        f'"UUID=""GPU-{n}"",copy=""GPU-{n}"",instance=""host-{n}:9400"",gpu=""{n}"",idx=""{n}"",job=""dcgm"""\n'
+        for n in range(3)
+    )
+    samples, rejects = collect(HEADER + rows)
+    assert not rejects
+    assert [dict(s.labels.extra) for s in samples] == [
+        {"copy": f"GPU-{n}", "instance": f"host-{n}:9400", "idx": str(n), "job": "dcgm"} for n in range(3)
+    ]
