@@ -11,7 +11,9 @@ class Gpu(models.Model):
     device = models.CharField(max_length=32, blank=True, help_text="Device name, e.g. nvidia0.")
     model_name = models.CharField(max_length=128, blank=True, db_index=True, help_text="GPU model name.")
     first_seen = models.DateTimeField(help_text="Time of the oldest sample ever stored for this GPU.")
-    last_seen = models.DateTimeField(db_index=True, help_text="Time of the newest sample stored for this GPU.")
+    # Not indexed: the collector rewrites it with every batch, and an unindexed column lets
+    # PostgreSQL update the row in place (HOT); a fleet's GPU table is small enough to scan.
+    last_seen = models.DateTimeField(help_text="Time of the newest sample stored for this GPU.")
     # Kept by the collector so that trimming to the newest N needs no COUNT(*) per batch.
     sample_count = models.BigIntegerField(default=0, help_text="Samples currently stored for this GPU.")
 

@@ -181,12 +181,18 @@ WITH inserted AS (
 SELECT gpu_id, count(*), min("timestamp"), max("timestamp") FROM inserted GROUP BY gpu_id ORDER BY gpu_id
 """
 _LOCK_GPUS = "SELECT 1 FROM telemetry_gpu WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+# One statement for the whole batch's GPUs, last in the transaction so their row locks are held
+# only until the commit that follows. Workers lock in id order; should two ever deadlock, the
+# loser's transaction rolls back and its batch is retried like any other passing database error.
 _COUNT_GPUS = """
 UPDATE telemetry_gpu AS g
 SET sample_count = g.sample_count + c.n,
     first_seen = LEAST(g.first_seen, c.oldest),
     last_seen = GREATEST(g.last_seen, c.newest)
-FROM unnest(%s::integer[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS c(id, n, oldest, newest)
+FROM (
+    SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS u(id, n, oldest, newest)
+    ORDER BY id
+) AS c
 WHERE g.id = c.id
 RETURNING g.id, g.sample_count
 """
@@ -233,7 +239,6 @@ def _persist_copy(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
         if not per_gpu:
             return 0, 0
         ids = [row[0] for row in per_gpu]
-        cursor.execute(_LOCK_GPUS, [ids])
         cursor.execute(_COUNT_GPUS, [ids, [r[1] for r in per_gpu], [r[2] for r in per_gpu], [r[3] for r in per_gpu]])
         counts = cursor.fetchall()
         trimmed = _trim_copy(cursor, counts, max_per_gpu)
