@@ -228,10 +228,13 @@ def _summary_postgresql(gpu_id, start, end, bucket_seconds, aggregates, metric_i
     columns = ", ".join(f"{_SQL_AGGREGATES[name]} AS {name}" for name in aggregates)
     fields = ", ".join(f"'{name}', {name}" for name in aggregates)
     where_metric = "AND metric_id = ANY(%s)" if metric_ids else ""
+    # Group on the bucket's time and format it once per bucket afterwards, not once per sample.
     sql = (
-        f"SELECT metric_id, json_agg(json_build_object('time', bucket, {fields}) ORDER BY bucket)::text FROM ("
-        "SELECT metric_id, to_char(date_bin(make_interval(secs => %s), \"timestamp\", timestamptz 'epoch') AT TIME ZONE 'UTC', "
-        f"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS bucket, {columns} "
+        "SELECT metric_id, json_agg(json_build_object('time', "
+        "to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+        f"{fields}) ORDER BY bucket)::text FROM ("
+        "SELECT metric_id, date_bin(make_interval(secs => %s), \"timestamp\", timestamptz 'epoch') AS bucket, "
+        f"{columns} "
         f'FROM telemetry_sample WHERE gpu_id = %s AND "timestamp" >= %s AND "timestamp" <= %s {where_metric} '
         "GROUP BY 1, 2) AS buckets GROUP BY metric_id"
     )
@@ -343,7 +346,7 @@ def _cache_call(method, *args):
 
 
 def ingest_newest_sample_time() -> datetime | None:
-    """Time of the newest stored sample (the GPUs' last_seen is indexed, so this is one probe)."""
+    """Time of the newest stored sample: the newest of the GPUs' last_seen (a scan of the small GPU table)."""
     return Gpu.objects.aggregate(newest=Max("last_seen"))["newest"]
 
 
