@@ -75,7 +75,9 @@ class WorkerProcess:
         env = subprocess_env(COLLECTOR_MAX_ENTRIES_PER_GPU=str(self.max_per_gpu), COLLECTOR_HEARTBEAT_FILE=str(self.log) + ".hb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", settings.INGEST_QUEUE,
-             "--concurrency", str(self.concurrency), "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+             "--concurrency", str(self.concurrency), "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+             # A node name of its own: two workers named celery@host clash on their control queue.
+             "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
             cwd=REPO, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
         ready = wait_until(lambda: "ready." in self.log.read_text() or self.process.poll() is not None, timeout=60)
