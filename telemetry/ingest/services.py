@@ -90,33 +90,36 @@ def counters_add(deltas: dict[str, int]) -> None:
 # --- Reference tables (GPUs, metrics, label sets) ---
 
 
-def _gpu_time_ranges(batch: Batch) -> dict[int, tuple[int, int]]:
-    ranges: dict[int, tuple[int, int]] = {}
-    for g, t in zip(batch.gpu, batch.ts):
-        low_high = ranges.get(g)
-        if low_high is None:
-            ranges[g] = (t, t)
-        elif t < low_high[0]:
-            ranges[g] = (t, low_high[1])
-        elif t > low_high[1]:
-            ranges[g] = (low_high[0], t)
-    return ranges
-
-
 _GPU_ATTRIBUTES = ("hostname", "index", "device", "model_name")
 
 
-def _gpus_upsert(gpus: list[GpuInfo], ranges: dict[int, tuple[int, int]]) -> list[int]:
-    """Database ids of the batch's GPUs, in batch order; new GPUs are created, moved ones updated."""
-    by_uuid = {gpu.uuid: (i, gpu) for i, gpu in enumerate(gpus)}
-    known = {row[0]: row[1:] for row in Gpu.objects.filter(uuid__in=by_uuid).values_list("uuid", "id", *_GPU_ATTRIBUTES)}
+def _gpus_known(uuids: list[str]) -> dict[str, tuple]:
+    """uuid → (id, hostname, index, device, model_name) of the GPUs already stored."""
+    if connection.vendor == "postgresql":
+        # One array parameter instead of thousands of IN placeholders (a fleet batch names 8,000 GPUs).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                'SELECT uuid, id, hostname, "index", device, model_name FROM telemetry_gpu WHERE uuid = ANY(%s)', [uuids]
+            )
+            return {row[0]: row[1:] for row in cursor.fetchall()}
+    return {row[0]: row[1:] for row in Gpu.objects.filter(uuid__in=uuids).values_list("uuid", "id", *_GPU_ATTRIBUTES)}
+
+
+def _gpus_upsert(gpus: list[GpuInfo], placeholder_time: datetime) -> list[int]:
+    """Database ids of the batch's GPUs, in batch order; new GPUs are created, moved ones updated.
+
+    A new GPU starts with no samples and `placeholder_time` as first and last seen; storing its
+    samples replaces both (see `sample_count = 0` in the bookkeeping).
+    """
+    by_uuid = {gpu.uuid: gpu for gpu in gpus}
+    known = _gpus_known(list(by_uuid))
     new_gpus, moved = [], []
-    for uuid, (i, info) in sorted(by_uuid.items()):
+    for uuid, info in sorted(by_uuid.items()):
         row = known.get(uuid)
         attributes = (info.hostname, info.index, info.device, info.model_name)
         if row is None:
-            oldest = to_datetime(ranges.get(i, (0, 0))[0])
-            new_gpus.append(Gpu(uuid=uuid, **dict(zip(_GPU_ATTRIBUTES, attributes)), first_seen=oldest, last_seen=oldest))
+            new_gpus.append(Gpu(uuid=uuid, **dict(zip(_GPU_ATTRIBUTES, attributes)),
+                                first_seen=placeholder_time, last_seen=placeholder_time))
         elif row[1:] != attributes:
             moved.append(Gpu(id=row[0], uuid=uuid, **dict(zip(_GPU_ATTRIBUTES, attributes))))
     if moved:
@@ -156,7 +159,7 @@ def _reference_ids(batch: Batch) -> tuple[list[int], list[int], list[int]]:
     # Committed before the samples are written, in a short transaction of its own: a GPU row is
     # locked here only when it is created or moved, never while a large batch is written.
     with transaction.atomic():
-        gpu_ids = _gpus_upsert(batch.gpus, _gpu_time_ranges(batch))
+        gpu_ids = _gpus_upsert(batch.gpus, to_datetime(min(batch.ts)))
         metric_ids = _metrics_upsert(batch.metrics)
         label_ids = _label_sets_upsert(batch.labels) if batch.labels else []
     return gpu_ids, metric_ids, label_ids
@@ -169,7 +172,12 @@ _STAGING_DDL = (
     "(gpu_id integer, metric_id smallint, ts_us bigint, value double precision, label_set_id integer) "
     "ON COMMIT DELETE ROWS"
 )
-_INSERT_FROM_STAGING = """
+# One statement: insert the new samples (ordered, so two workers holding the same batch cannot
+# deadlock), then update the bookkeeping of every GPU that got samples, and return only what the
+# caller needs: how many were stored, and the GPUs now over the per-GPU limit with their excess.
+# GPU rows are locked by the UPDATE, the statement's last step, until the commit that follows;
+# should two workers ever deadlock on them, the loser rolls back and its batch is retried.
+_STORE_FROM_STAGING = """
 WITH inserted AS (
     INSERT INTO telemetry_sample (gpu_id, metric_id, "timestamp", value, label_set_id)
     SELECT gpu_id, metric_id, timestamptz 'epoch' + ts_us * interval '1 microsecond', value, label_set_id
@@ -177,25 +185,24 @@ WITH inserted AS (
     ORDER BY gpu_id, ts_us, metric_id
     ON CONFLICT DO NOTHING
     RETURNING gpu_id, "timestamp"
+), per_gpu AS (
+    SELECT gpu_id, count(*) AS n, min("timestamp") AS oldest, max("timestamp") AS newest
+    FROM inserted GROUP BY gpu_id ORDER BY gpu_id
+), counted AS (
+    UPDATE telemetry_gpu AS g
+    SET sample_count = g.sample_count + c.n,
+        first_seen = CASE WHEN g.sample_count = 0 THEN c.oldest ELSE LEAST(g.first_seen, c.oldest) END,
+        last_seen = CASE WHEN g.sample_count = 0 THEN c.newest ELSE GREATEST(g.last_seen, c.newest) END
+    FROM per_gpu AS c
+    WHERE g.id = c.gpu_id
+    RETURNING g.id, g.sample_count, c.n
 )
-SELECT gpu_id, count(*), min("timestamp"), max("timestamp") FROM inserted GROUP BY gpu_id ORDER BY gpu_id
+SELECT coalesce(sum(n), 0),
+       coalesce(array_agg(id ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}'),
+       coalesce(array_agg(sample_count - %(limit)s ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}')
+FROM counted
 """
 _LOCK_GPUS = "SELECT 1 FROM telemetry_gpu WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-# One statement for the whole batch's GPUs, last in the transaction so their row locks are held
-# only until the commit that follows. Workers lock in id order; should two ever deadlock, the
-# loser's transaction rolls back and its batch is retried like any other passing database error.
-_COUNT_GPUS = """
-UPDATE telemetry_gpu AS g
-SET sample_count = g.sample_count + c.n,
-    first_seen = LEAST(g.first_seen, c.oldest),
-    last_seen = GREATEST(g.last_seen, c.newest)
-FROM (
-    SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS u(id, n, oldest, newest)
-    ORDER BY id
-) AS c
-WHERE g.id = c.id
-RETURNING g.id, g.sample_count
-"""
 # Deletes each GPU's `excess` oldest samples, walking the (gpu, timestamp, metric) index from its
 # old end, so the cost is the number deleted, not the number kept.
 _TRIM_OLDEST = """
@@ -234,19 +241,14 @@ def _persist_copy(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
         cursor.execute(_STAGING_DDL)
         with cursor.copy("COPY sample_staging (gpu_id, metric_id, ts_us, value, label_set_id) FROM STDIN") as copy:
             copy.write(rows)
-        cursor.execute(_INSERT_FROM_STAGING)
-        per_gpu = cursor.fetchall()
-        if not per_gpu:
-            return 0, 0
-        ids = [row[0] for row in per_gpu]
-        cursor.execute(_COUNT_GPUS, [ids, [r[1] for r in per_gpu], [r[2] for r in per_gpu], [r[3] for r in per_gpu]])
-        counts = cursor.fetchall()
-        trimmed = _trim_copy(cursor, counts, max_per_gpu)
-    return sum(row[1] for row in per_gpu), trimmed
+        cursor.execute(_STORE_FROM_STAGING, {"limit": max_per_gpu})
+        stored, over_ids, excesses = cursor.fetchone()
+        trimmed = _trim_copy(cursor, list(zip(over_ids, excesses)))
+    return stored, trimmed
 
 
-def _trim_copy(cursor, counts: list[tuple[int, int]], max_per_gpu: int) -> int:
-    over = [(gpu_id, count - max_per_gpu) for gpu_id, count in counts if max_per_gpu and count > max_per_gpu]
+def _trim_copy(cursor, over: list[tuple[int, int]]) -> int:
+    """Delete each (GPU, excess)'s `excess` oldest samples."""
     if not over:
         return 0
     cursor.execute(_TRIM_OLDEST, [[gpu_id for gpu_id, _ in over], [excess for _, excess in over]])
@@ -276,9 +278,10 @@ def _persist_orm(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
         stored = after - before
         for gpu in Gpu.objects.select_for_update().filter(id__in=stored).order_by("id"):
             span = Sample.objects.filter(gpu=gpu).aggregate(oldest=Min("timestamp"), newest=Max("timestamp"))
+            had_samples = gpu.sample_count > 0
             gpu.sample_count += stored[gpu.id]
-            gpu.first_seen = min(gpu.first_seen, span["oldest"])
-            gpu.last_seen = max(gpu.last_seen, span["newest"])
+            gpu.first_seen = min(gpu.first_seen, span["oldest"]) if had_samples else span["oldest"]
+            gpu.last_seen = max(gpu.last_seen, span["newest"]) if had_samples else span["newest"]
             gpu.save(update_fields=["sample_count", "first_seen", "last_seen"])
         trimmed = _trim_orm({gpu_id: count for gpu_id, count in Gpu.objects.filter(id__in=touched).values_list("id", "sample_count")}, max_per_gpu)
     return sum(stored.values()), trimmed
@@ -321,7 +324,7 @@ def samples_trim(*, max_per_gpu: int) -> int:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(_LOCK_GPUS, [sorted(counts)])
-                return _trim_copy(cursor, sorted(counts.items()), max_per_gpu)
+                return _trim_copy(cursor, [(gpu_id, count - max_per_gpu) for gpu_id, count in sorted(counts.items())])
         return _trim_orm(counts, max_per_gpu)
 
 
