@@ -203,20 +203,21 @@ SELECT coalesce(sum(n), 0),
 FROM counted
 """
 _LOCK_GPUS = "SELECT 1 FROM telemetry_gpu WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-# Deletes each GPU's `excess` oldest samples, walking the (gpu, timestamp, metric) index from its
-# old end, so the cost is the number deleted, not the number kept.
+# Deletes each GPU's `excess` oldest samples: found by walking the (gpu, timestamp, metric) index
+# from its old end, deleted by their row addresses (a TID scan), so the cost is the number
+# deleted, never a scan of the table. The GPU rows are already locked by this transaction.
 _TRIM_OLDEST = """
-WITH cut AS (
-    SELECT c.id, oldest."timestamp", oldest.metric_id
-    FROM unnest(%s::integer[], %s::bigint[]) AS c(id, excess)
-    CROSS JOIN LATERAL (
-        SELECT s."timestamp", s.metric_id FROM telemetry_sample AS s
-        WHERE s.gpu_id = c.id ORDER BY s."timestamp", s.metric_id OFFSET c.excess - 1 LIMIT 1
-    ) AS oldest
-), gone AS (
-    DELETE FROM telemetry_sample AS s USING cut
-    WHERE s.gpu_id = cut.id AND (s."timestamp", s.metric_id) <= (cut."timestamp", cut.metric_id)
-    RETURNING s.gpu_id
+WITH gone AS (
+    DELETE FROM telemetry_sample
+    WHERE ctid = ANY(ARRAY(
+        SELECT oldest.ctid
+        FROM unnest(%s::integer[], %s::bigint[]) AS c(id, excess)
+        CROSS JOIN LATERAL (
+            SELECT s.ctid FROM telemetry_sample AS s
+            WHERE s.gpu_id = c.id ORDER BY s."timestamp", s.metric_id LIMIT c.excess
+        ) AS oldest
+    ))
+    RETURNING gpu_id
 ), removed AS (
     SELECT gpu_id, count(*) AS n FROM gone GROUP BY gpu_id
 )
