@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -62,25 +63,30 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 60, interval: 
 
 
 class WorkerProcess:
-    """`celery -A config worker -Q <ingest queue>` as a subprocess against the test database."""
+    """`celery -A config worker -Q <queue>` as a subprocess against the test database."""
 
-    def __init__(self, *, concurrency: int = 2, max_per_gpu: int = 0) -> None:
+    def __init__(self, *, concurrency: int = 2, max_per_gpu: int = 0, queue: str | None = None,
+                 env: dict[str, str] | None = None, name: str = "test") -> None:
         self.concurrency = concurrency
         self.max_per_gpu = max_per_gpu
+        self.queue = queue or settings.INGEST_QUEUE
+        self.env = env or {}
+        self.name = name
         self.process: subprocess.Popen | None = None
-        self.log = REPO / "tests" / "artifacts" / f"worker-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.log = REPO / "tests" / "artifacts" / f"{name}-worker-{os.getpid()}-{time.monotonic_ns()}.log"
 
     def start(self) -> "WorkerProcess":
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = subprocess_env(COLLECTOR_MAX_ENTRIES_PER_GPU=str(self.max_per_gpu), COLLECTOR_HEARTBEAT_FILE=str(self.log) + ".hb")
+        env = subprocess_env(COLLECTOR_MAX_ENTRIES_PER_GPU=str(self.max_per_gpu),
+                             COLLECTOR_HEARTBEAT_FILE=str(self.log) + ".hb", **self.env)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", settings.INGEST_QUEUE,
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queue,
              "--concurrency", str(self.concurrency), "--loglevel", "INFO", "--without-mingle", "--without-gossip",
              # A node name of its own: two workers named celery@host clash on their control queue.
-             "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
+             "-n", f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h"],
             cwd=REPO, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
-        ready = wait_until(lambda: "ready." in self.log.read_text() or self.process.poll() is not None, timeout=60)
+        ready = wait_until(lambda: "ready." in self.log.read_text() or self.process.poll() is not None, timeout=90)
         if not ready or self.process.poll() is not None:
             raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
         return self
@@ -105,6 +111,23 @@ class WorkerProcess:
         return self.log.read_text()
 
 
+@contextmanager
+def worker_pool(**defaults) -> Iterator[Callable[..., WorkerProcess]]:
+    """A starter of WorkerProcesses with these defaults; every one started is stopped at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(**kwargs) -> WorkerProcess:
+        worker = WorkerProcess(**{**defaults, **kwargs}).start()
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
+
+
 def _children(pid: int) -> list[int]:
     result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in result.stdout.split()]
@@ -121,13 +144,5 @@ def _signal(pid: int, sig: int) -> None:
 def worker_process(transactional_db) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real collector workers (stopped at the end); the ingest queues start empty."""
     purge_ingest_queues()
-    started: list[WorkerProcess] = []
-
-    def start(**kwargs) -> WorkerProcess:
-        worker = WorkerProcess(**kwargs).start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
+    with worker_pool() as start:
+        yield start

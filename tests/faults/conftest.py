@@ -16,7 +16,7 @@ from kombu import Connection, Exchange, Queue
 
 from bench.fleet import Fleet
 from telemetry.models import IngestCounter, Sample
-from tests.conftest import REPO, WorkerProcess, subprocess_env, wait_until
+from tests.conftest import REPO, subprocess_env, wait_until, worker_pool
 
 # A queue of the fault tests' own: a concurrent test run's collectors never take these batches.
 FAULT_QUEUE = "telemetry.ingest.faults"
@@ -71,39 +71,12 @@ def dead_letter_count() -> int:
     return messages
 
 
-class FaultWorker(WorkerProcess):
-    """The shared collector subprocess, on the fault queue."""
-
-    def start(self) -> "FaultWorker":
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = fault_env(COLLECTOR_MAX_ENTRIES_PER_GPU="0", COLLECTOR_HEARTBEAT_FILE=str(self.log) + ".hb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", FAULT_QUEUE, "--concurrency",
-             str(self.concurrency), "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-             # A node name of its own: a concurrent worker named celery@<host> holds that name's exclusive pidbox queue.
-             "-n", f"fault-{os.getpid()}-{time.monotonic_ns()}@%h"],
-            cwd=REPO, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-        )
-        ready = wait_until(lambda: "ready." in self.log.read_text() or self.process.poll() is not None, timeout=90)
-        if not ready or self.process.poll() is not None:
-            raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
-        return self
-
-
 @pytest.fixture
 def collectors(transactional_db) -> Iterator:
     """Start collector workers on the fault queue (stopped at the end); the fault queues start empty."""
     queues_purge()
-    started: list[FaultWorker] = []
-
-    def start(**kwargs) -> FaultWorker:
-        worker = FaultWorker(**kwargs).start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
+    with worker_pool(queue=FAULT_QUEUE, env={"CELERY_INGEST_QUEUE": FAULT_QUEUE, "LOG_LEVEL": "INFO"}, name="fault") as start:
+        yield start
 
 
 class Stream:

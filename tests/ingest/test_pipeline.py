@@ -61,3 +61,15 @@ def test_one_command_run_stores_samples_serves_and_stops_cleanly(tmp_path):
     # Every batch the streamer produced was stored before the process exited (the default
     # per-GPU limit of 10000 is far above what a few seconds produce).
     assert stored(db_path) == streamed
+
+
+def test_a_taken_port_is_a_one_line_error(tmp_path):
+    env = embedded_env(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "manage.py", "pipeline", "--port", str(port)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in run.stderr and "Traceback" not in run.stderr

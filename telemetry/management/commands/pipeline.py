@@ -35,9 +35,12 @@ class Command(BaseCommand):
             timestamps="now" if loop else "source",
             progress_interval=settings.STREAM_PROGRESS_INTERVAL,
         )
+        try:
+            web = EmbeddedWebServer(options["host"], options["port"])
+        except OSError as exc:  # the port is taken, or the address is not this machine's
+            raise CommandError(f"cannot serve on {options['host']}:{options['port']}: {exc.strerror or exc}") from None
         worker = EmbeddedWorker(app)
         worker.start()
-        web = EmbeddedWebServer(options["host"], options["port"])
         web.start()
         self.stdout.write(f"pipeline running: http://{options['host']}:{options['port']}/api/v1/gpus (Ctrl-C stops)")
         self.stdout.flush()
