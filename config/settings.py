@@ -152,6 +152,7 @@ STREAM_SOURCE = env_str("STREAM_SOURCE", str(BASE_DIR / "data" / "dcgm_metrics_2
 STREAM_WORKERS = env_int("STREAM_WORKERS", 1, minimum=1)
 STREAM_RATE = env_float("STREAM_RATE", 0.0, minimum=0.0)
 STREAM_BATCH_SIZE = env_int("STREAM_BATCH_SIZE", 5000, minimum=1)
+STREAM_REORDER_WINDOW = env_int("STREAM_REORDER_WINDOW", 100000, minimum=0)
 STREAM_FLUSH_INTERVAL = env_float("STREAM_FLUSH_INTERVAL", 1.0, minimum=0.0)
 STREAM_LOOP = env_bool("STREAM_LOOP", False)
 STREAM_TIMESTAMPS = env_str("STREAM_TIMESTAMPS", "")

@@ -56,14 +56,16 @@ def prepare_database() -> None:
 
 def reset() -> None:
     with psycopg.connect(SIM_URL, autocommit=True) as db:
-        db.execute("TRUNCATE telemetry_sample, telemetry_gpu, telemetry_ingestcounter")
+        db.execute("TRUNCATE telemetry_reading, telemetry_gpu, telemetry_ingestcounter")
 
 
 def stored() -> set[tuple]:
     with psycopg.connect(SIM_URL) as db:
         return set(db.execute(
-            "SELECT g.uuid, m.name, s.timestamp, s.value FROM telemetry_sample s "
-            "JOIN telemetry_gpu g ON g.id = s.gpu_id JOIN telemetry_metric m ON m.id = s.metric_id"
+            "SELECT g.uuid, m.name, r.timestamp, u.value FROM telemetry_reading r "
+            "CROSS JOIN LATERAL unnest(r.values) WITH ORDINALITY AS u(value, metric_id) "
+            "JOIN telemetry_gpu g ON g.id = r.gpu_id JOIN telemetry_metric m ON m.id = u.metric_id "
+            "WHERE u.value IS NOT NULL"
         ).fetchall())
 
 

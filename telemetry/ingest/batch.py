@@ -1,30 +1,39 @@
-"""The batch: the one message format between streamer and collector (version 1).
+"""The batch: the one message format between streamer and collector (version 2).
 
-A batch is a msgpack map with interned tables and parallel columns, so a sample costs a few
-bytes instead of a dict of names:
+A batch is a msgpack map of interned tables and parallel columns. Samples are grouped into
+readings (one GPU at one time), the unit the collector stores as one row:
 
     {
-      "v": 1,                                   # format version; anything else is rejected
+      "v": 2,                                   # format version (1 is still read, see below)
       "gpus":    [[uuid, hostname, index, device, model_name], ...],
       "metrics": [name, ...],
       "labels":  [[container, pod, namespace, {key: value, ...}], ...],
-      "gpu":     [i, ...],   # index into "gpus", one per sample
+      # one entry per reading
+      "gpu":     [i, ...],   # index into "gpus"
+      "ts":      [t, ...],   # time, integer microseconds since the Unix epoch (UTC)
+      "label":   [k, ...],   # index into "labels", or -1 for a reading without labels
+      "size":    [n, ...],   # how many of the sample columns' entries belong to this reading
+      # one entry per sample, reading by reading
       "metric":  [j, ...],   # index into "metrics"
-      "label":   [k, ...],   # index into "labels", or -1 for a sample without labels
-      "ts":      [t, ...],   # sample time, integer microseconds since the Unix epoch (UTC)
-      "value":   [x, ...],   # float64
+      "value":   [x, ...],   # float64, finite
       "rejected": n          # rows the source rejected since the previous batch (for /metrics)
     }
+
+Version 1 (a "gpu", "metric", "label", "ts" and "value" entry per sample, no "size") is what
+streamers before the reading layout sent; it is still decoded, as one reading per sample, so
+batches queued across an upgrade are stored.
 
 The Celery task `telemetry.ingest.persist_batch` takes the encoded bytes as its only argument and
 decodes them itself, so an undecodable batch is a task failure that is dead-lettered and counted.
 """
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import msgpack
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 NO_LABELS = -1
 
 
@@ -64,75 +73,130 @@ class Batch:
     metrics: list[str]
     labels: list[Labels]
     gpu: list[int]
-    metric: list[int]
-    label: list[int]
     ts: list[int]
+    label: list[int]
+    size: list[int]
+    metric: list[int]
     value: list[float]
     rejected: int = 0
 
     def __len__(self) -> int:
-        return len(self.ts)
+        """Samples in the batch."""
+        return len(self.value)
+
+    def readings(self) -> Iterator[tuple[int, int, int, list[int], list[float]]]:
+        """(gpu, ts, label, metric indexes, values) of each reading, in batch order."""
+        start = 0
+        for gpu, ts, label, size in zip(self.gpu, self.ts, self.label, self.size):
+            yield gpu, ts, label, self.metric[start:start + size], self.value[start:start + size]
+            start += size
 
     def samples(self) -> list[Sample]:
-        """Row view of the batch, for tests and the portable write path."""
+        """Row view of the batch, for tests."""
         return [
-            Sample(
-                self.gpus[g], self.metrics[m], t, v, self.labels[lab] if lab != NO_LABELS else None
-            )
-            for g, m, lab, t, v in zip(self.gpu, self.metric, self.label, self.ts, self.value)
+            Sample(self.gpus[g], self.metrics[m], t, v, self.labels[lab] if lab != NO_LABELS else None)
+            for g, t, lab, metrics, values in self.readings()
+            for m, v in zip(metrics, values)
         ]
 
 
-@dataclass
 class BatchBuilder:
-    """Accumulates samples into one batch, interning GPUs, metric names and label sets."""
+    """Groups samples into readings (one GPU at one time) and hands out batches, oldest readings first.
 
+    A DCGM export lists a time step metric by metric, so one GPU's ten values of one time lie far
+    apart in the file. Holding samples back (the streamer's and backfill's --reorder-window) and
+    taking the oldest readings lets each reach the collector whole, as one row to insert rather
+    than ten partial rows to merge.
+    """
+
+    def __init__(self) -> None:
+        # (uuid, ts) → [gpu, labels, metric names, values, creation number]; dicts keep insertion order.
+        self._readings: dict[tuple[str, int], list] = {}
+        self._samples = 0
+        self.readings_created = 0
+        self.rejected = 0
+
+    def __len__(self) -> int:
+        """Samples held."""
+        return self._samples
+
+    def add(self, sample: Sample) -> None:
+        key = (sample.gpu.uuid, sample.timestamp_us)
+        reading = self._readings.get(key)
+        if reading is None:
+            reading = self._readings[key] = [sample.gpu, sample.labels, [], [], self.readings_created]
+            self.readings_created += 1
+        reading[2].append(sample.metric)
+        reading[3].append(sample.value)
+        self._samples += 1
+
+    def take(self, samples: int | None = None, *, created_before: int | None = None) -> Batch:
+        """The oldest readings, up to the first that brings the batch to `samples` samples.
+
+        `created_before` keeps back readings created at or after that creation number (see
+        `readings_created`), so a reading still filling is not sent too early. The batch carries
+        the rejected-row count accumulated so far.
+        """
+        keys = []
+        taken = 0
+        for key, reading in self._readings.items():
+            if (samples is not None and taken >= samples) or (created_before is not None and reading[4] >= created_before):
+                break
+            keys.append(key)
+            taken += len(reading[3])
+        tables = _Tables()
+        batch = Batch(gpus=tables.gpus, metrics=tables.metrics, labels=tables.labels, gpu=[], ts=[], label=[], size=[],
+                      metric=[], value=[], rejected=self.rejected)
+        for key in keys:
+            gpu, labels, metrics, values, _ = self._readings.pop(key)
+            batch.gpu.append(tables.gpu_index(gpu))
+            batch.ts.append(key[1])
+            batch.label.append(tables.label_index(labels))
+            batch.size.append(len(values))
+            batch.metric.extend(tables.metric_index(name) for name in metrics)
+            batch.value.extend(values)
+        self._samples -= taken
+        self.rejected = 0
+        return batch
+
+    def build(self) -> Batch:
+        """Every held reading as one batch."""
+        return self.take()
+
+
+@dataclass
+class _Tables:
+    """A batch's interned GPU, metric and label tables."""
+
+    gpus: list[GpuInfo] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    labels: list[Labels] = field(default_factory=list)
     _gpu_ids: dict[str, int] = field(default_factory=dict)
     _metric_ids: dict[str, int] = field(default_factory=dict)
     _label_ids: dict[Labels, int] = field(default_factory=dict)
-    _gpus: list[GpuInfo] = field(default_factory=list)
-    gpu: list[int] = field(default_factory=list)
-    metric: list[int] = field(default_factory=list)
-    label: list[int] = field(default_factory=list)
-    ts: list[int] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-    rejected: int = 0
 
-    def __len__(self) -> int:
-        return len(self.ts)
+    def gpu_index(self, gpu: GpuInfo) -> int:
+        index = self._gpu_ids.get(gpu.uuid)
+        if index is None:
+            index = self._gpu_ids[gpu.uuid] = len(self.gpus)
+            self.gpus.append(gpu)
+        return index
 
-    def add(self, sample: Sample) -> None:
-        gpu_id = self._gpu_ids.get(sample.gpu.uuid)
-        if gpu_id is None:
-            gpu_id = self._gpu_ids[sample.gpu.uuid] = len(self._gpus)
-            self._gpus.append(sample.gpu)
-        metric_id = self._metric_ids.get(sample.metric)
-        if metric_id is None:
-            metric_id = self._metric_ids[sample.metric] = len(self._metric_ids)
-        if sample.labels is None:
-            label_id = NO_LABELS
-        else:
-            label_id = self._label_ids.get(sample.labels)
-            if label_id is None:
-                label_id = self._label_ids[sample.labels] = len(self._label_ids)
-        self.gpu.append(gpu_id)
-        self.metric.append(metric_id)
-        self.label.append(label_id)
-        self.ts.append(sample.timestamp_us)
-        self.value.append(sample.value)
+    def metric_index(self, name: str) -> int:
+        index = self._metric_ids.get(name)
+        if index is None:
+            index = self._metric_ids[name] = len(self.metrics)
+            self.metrics.append(name)
+        return index
 
-    def build(self) -> Batch:
-        return Batch(
-            gpus=list(self._gpus),
-            metrics=list(self._metric_ids),
-            labels=list(self._label_ids),
-            gpu=self.gpu,
-            metric=self.metric,
-            label=self.label,
-            ts=self.ts,
-            value=self.value,
-            rejected=self.rejected,
-        )
+    def label_index(self, labels: Labels | None) -> int:
+        if labels is None:
+            return NO_LABELS
+        index = self._label_ids.get(labels)
+        if index is None:
+            index = self._label_ids[labels] = len(self.labels)
+            self.labels.append(labels)
+        return index
 
 
 def encode_batch(batch: Batch) -> bytes:
@@ -143,9 +207,10 @@ def encode_batch(batch: Batch) -> bytes:
             "metrics": batch.metrics,
             "labels": [[lab.container, lab.pod, lab.namespace, dict(lab.extra)] for lab in batch.labels],
             "gpu": batch.gpu,
-            "metric": batch.metric,
-            "label": batch.label,
             "ts": batch.ts,
+            "label": batch.label,
+            "size": batch.size,
+            "metric": batch.metric,
             "value": batch.value,
             "rejected": batch.rejected,
         },
@@ -161,7 +226,7 @@ def decode_batch(payload: bytes) -> Batch:
         raise BatchDecodeError(f"not a msgpack batch: {exc}") from None
     if not isinstance(raw, dict):
         raise BatchDecodeError("batch is not a map")
-    if raw.get("v") != FORMAT_VERSION:
+    if raw.get("v") not in READABLE_VERSIONS:
         raise BatchDecodeError(f"unsupported batch format version {raw.get('v')!r} (expected {FORMAT_VERSION})")
     try:
         batch = Batch(
@@ -169,9 +234,11 @@ def decode_batch(payload: bytes) -> Batch:
             metrics=[str(name) for name in raw["metrics"]],
             labels=[Labels(str(c), str(p), str(n), tuple(sorted(extra.items()))) for c, p, n, extra in raw["labels"]],
             gpu=raw["gpu"],
-            metric=raw["metric"],
-            label=raw["label"],
             ts=raw["ts"],
+            label=raw["label"],
+            # Version 1: a reading per sample.
+            size=raw["size"] if raw["v"] == 2 else [1] * len(raw["value"]),
+            metric=raw["metric"],
             value=raw["value"],
             rejected=int(raw.get("rejected", 0)),
         )
@@ -185,9 +252,14 @@ def decode_batch(payload: bytes) -> Batch:
 
 
 def _validate_columns(batch: Batch) -> None:
-    columns = (batch.gpu, batch.metric, batch.label, batch.ts, batch.value)
-    if not all(isinstance(c, list) for c in columns) or len({len(c) for c in columns}) != 1:
+    per_reading = (batch.gpu, batch.ts, batch.label, batch.size)
+    per_sample = (batch.metric, batch.value)
+    if not all(isinstance(c, list) for c in per_reading + per_sample):
+        raise BatchDecodeError("batch columns are not lists")
+    if len({len(c) for c in per_reading}) != 1 or len({len(c) for c in per_sample}) != 1:
         raise BatchDecodeError("batch columns are not lists of one length")
+    if not all(type(n) is int and n > 0 for n in batch.size) or sum(batch.size) != len(batch.value):
+        raise BatchDecodeError("reading sizes do not add up to the sample columns")
     if batch.gpu and not (0 <= min(batch.gpu) and max(batch.gpu) < len(batch.gpus)):
         raise BatchDecodeError("a GPU index is out of range")
     if batch.metric and not (0 <= min(batch.metric) and max(batch.metric) < len(batch.metrics)):

@@ -1,28 +1,29 @@
 """The collector's service: store a batch idempotently, trim each GPU to its newest N samples.
 
+Samples are stored as readings, one row per (GPU, time) with the values in an array by metric
+id. A reading that arrives in parts (a time step's metrics split between batches) is merged
+into its row; a sample already stored is never overwritten, so a replay stores nothing.
+
 Two write paths store exactly the same rows:
-- `copy` (PostgreSQL): COPY the batch into a temporary staging table, then one ordered
-  `INSERT … SELECT … ON CONFLICT DO NOTHING`. Ordering the insert keeps two workers that got the
-  same batch (a redelivery) from deadlocking.
-- `orm` (any database Django supports, the embedded SQLite default): `bulk_create` with
-  `ignore_conflicts`.
+- `copy` (PostgreSQL): COPY the batch's readings into a temporary staging table, then one ordered
+  `INSERT … SELECT … ON CONFLICT DO NOTHING`; only when some readings already had a row, one
+  ordered merge of those. Ordering keeps two workers that got the same batch (a redelivery)
+  from deadlocking.
+- `orm` (any database Django supports, the embedded SQLite default): the same in Python.
 GPU rows are locked only at the end of the transaction, in id order, so concurrent workers
 serialise on nothing but the short per-GPU bookkeeping.
 """
 import hashlib
 import json
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from django.db import connection, transaction
-from django.db.models import Count, Max, Min, OuterRef, Subquery
-from django.db.models.functions import Coalesce
 
 from telemetry.ingest.batch import NO_LABELS, Batch, GpuInfo, Labels
-from telemetry.models import Gpu, IngestCounter, LabelSet, Metric, Sample
+from telemetry.models import Gpu, IngestCounter, LabelSet, Metric, Reading
 
 logger = logging.getLogger(__name__)
 
@@ -165,61 +166,165 @@ def _reference_ids(batch: Batch) -> tuple[list[int], list[int], list[int]]:
     return gpu_ids, metric_ids, label_ids
 
 
-# --- PostgreSQL: COPY into staging, one ordered INSERT … ON CONFLICT DO NOTHING ---
+# --- A batch as rows: one per (GPU, time), values by metric id ---
+
+# (GPU id, time in µs) → (label set id, values); values[i] is metric id i + 1's value or None.
+ReadingRows = dict[tuple[int, int], tuple[int | None, list[float | None]]]
+_NULL = "\\N"
+
+
+def readings_by_key(batch: Batch, gpu_ids: list[int], metric_ids: list[int], label_ids: list[int]) -> ReadingRows:
+    """The batch's readings keyed by (GPU id, time): parts of one reading are joined, and of two
+    values of one sample the first is kept, as the table keeps the first ever stored."""
+    rows: ReadingRows = {}
+    positions = [metric_id - 1 for metric_id in metric_ids]
+    for g, ts, lab, metrics, values in batch.readings():
+        row = rows.get((gpu_ids[g], ts))
+        if row is None:
+            row = rows[(gpu_ids[g], ts)] = (label_ids[lab] if lab != NO_LABELS else None, [])
+        slots = row[1]
+        for m, value in zip(metrics, values):
+            i = positions[m]
+            if i >= len(slots):
+                slots.extend([None] * (i + 1 - len(slots)))
+            if slots[i] is None:
+                slots[i] = value
+    return rows
+
+
+def values_merge(stored: list[float | None], incoming: list[float | None]) -> tuple[list[float | None], int]:
+    """`stored` with the gaps that `incoming` fills, and how many it filled (SQL: telemetry_values_merge)."""
+    merged = list(stored) + [None] * (len(incoming) - len(stored))
+    added = 0
+    for i, value in enumerate(incoming):
+        if value is not None and merged[i] is None:
+            merged[i] = value
+            added += 1
+    return merged, added
+
+
+def values_drop_first(values: list[float | None], count: int) -> list[float | None]:
+    """`values` without its first `count` samples, by metric id (SQL: telemetry_values_drop)."""
+    kept = list(values)
+    for i, value in enumerate(kept):
+        if count <= 0:
+            break
+        if value is not None:
+            kept[i] = None
+            count -= 1
+    return kept
+
+
+def values_count(values: list[float | None]) -> int:
+    return sum(value is not None for value in values)
+
+
+@dataclass
+class _GpuSpan:
+    """What one batch stored for one GPU: how many samples, and their oldest and newest time."""
+
+    stored: int
+    oldest: datetime
+    newest: datetime
+
+    def add(self, stored: int, oldest: datetime, newest: datetime) -> None:
+        self.stored += stored
+        self.oldest = min(self.oldest, oldest)
+        self.newest = max(self.newest, newest)
+
+
+def _spans_add(spans: dict[int, _GpuSpan], gpu_id: int, stored: int, oldest: datetime, newest: datetime) -> None:
+    if gpu_id in spans:
+        spans[gpu_id].add(stored, oldest, newest)
+    else:
+        spans[gpu_id] = _GpuSpan(stored, oldest, newest)
+
+
+# --- PostgreSQL: COPY into staging, one ordered INSERT … ON CONFLICT DO NOTHING, merges if any ---
 
 _STAGING_DDL = (
-    "CREATE TEMP TABLE IF NOT EXISTS sample_staging "
-    "(gpu_id integer, metric_id smallint, ts_us bigint, value double precision, label_set_id integer) "
-    "ON COMMIT DELETE ROWS"
+    "CREATE TEMP TABLE IF NOT EXISTS reading_staging "
+    "(gpu_id integer, ts_us bigint, label_set_id integer, vals double precision[]) ON COMMIT DELETE ROWS"
 )
-# One statement: insert the new samples (ordered, so two workers holding the same batch cannot
-# deadlock), then update the bookkeeping of every GPU that got samples, and return only what the
-# caller needs: how many were stored, and the GPUs now over the per-GPU limit with their excess.
-# GPU rows are locked by the UPDATE, the statement's last step, until the commit that follows;
-# should two workers ever deadlock on them, the loser rolls back and its batch is retried.
-_STORE_FROM_STAGING = """
+_STAGED_TIME = "timestamptz 'epoch' + s.ts_us * interval '1 microsecond'"
+# New readings, ordered so that two workers holding the same batch cannot deadlock; per GPU,
+# how many samples they brought and their time span.
+_INSERT_READINGS = f"""
 WITH inserted AS (
-    INSERT INTO telemetry_sample (gpu_id, metric_id, "timestamp", value, label_set_id)
-    SELECT gpu_id, metric_id, timestamptz 'epoch' + ts_us * interval '1 microsecond', value, label_set_id
-    FROM sample_staging
-    ORDER BY gpu_id, ts_us, metric_id
+    INSERT INTO telemetry_reading (gpu_id, "timestamp", label_set_id, "values")
+    SELECT s.gpu_id, {_STAGED_TIME}, s.label_set_id, s.vals FROM reading_staging AS s
+    ORDER BY s.gpu_id, s.ts_us
     ON CONFLICT DO NOTHING
-    RETURNING gpu_id, "timestamp"
-), per_gpu AS (
-    SELECT gpu_id, count(*) AS n, min("timestamp") AS oldest, max("timestamp") AS newest
-    FROM inserted GROUP BY gpu_id ORDER BY gpu_id
+    RETURNING gpu_id, "timestamp", cardinality(array_remove("values", NULL)) AS n
+)
+SELECT gpu_id, sum(n), min("timestamp"), max("timestamp"), count(*) FROM inserted GROUP BY gpu_id
+"""
+# Readings that already had a row and bring samples it lacks. A statement of its own, after the
+# insert: it must see rows that another worker committed while the insert waited on them. The
+# rows are locked in id order; FOR UPDATE re-reads a row another worker changed meanwhile, so
+# `added` counts against its newest version.
+_MERGE_READINGS = f"""
+WITH candidates AS (
+    SELECT r.id, s.vals, telemetry_values_added(r."values", s.vals) AS added
+    FROM reading_staging AS s
+    JOIN telemetry_reading AS r ON r.gpu_id = s.gpu_id AND r."timestamp" = {_STAGED_TIME}
+    WHERE telemetry_values_added(r."values", s.vals) > 0
+    ORDER BY r.id
+    FOR UPDATE OF r
+), merged AS (
+    UPDATE telemetry_reading AS r SET "values" = telemetry_values_merge(r."values", c.vals)
+    FROM candidates AS c WHERE r.id = c.id
+    RETURNING r.gpu_id, r."timestamp", c.added
+)
+SELECT gpu_id, sum(added), min("timestamp"), max("timestamp") FROM merged GROUP BY gpu_id
+"""
+# The GPUs' bookkeeping, locking their rows (in id order, the order of the arrays) until the
+# commit that follows; returns the GPUs now over the limit with their excess.
+_COUNT_STORED = """
+WITH stored AS (
+    SELECT * FROM unnest(%(ids)s::integer[], %(counts)s::bigint[], %(oldest)s::timestamptz[], %(newest)s::timestamptz[])
+        AS c(gpu_id, n, oldest, newest)
 ), counted AS (
     UPDATE telemetry_gpu AS g
     SET sample_count = g.sample_count + c.n,
         first_seen = CASE WHEN g.sample_count = 0 THEN c.oldest ELSE LEAST(g.first_seen, c.oldest) END,
         last_seen = CASE WHEN g.sample_count = 0 THEN c.newest ELSE GREATEST(g.last_seen, c.newest) END
-    FROM per_gpu AS c
+    FROM stored AS c
     WHERE g.id = c.gpu_id
-    RETURNING g.id, g.sample_count, c.n
+    RETURNING g.id, g.sample_count
 )
-SELECT coalesce(sum(n), 0),
-       coalesce(array_agg(id ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}'),
-       coalesce(array_agg(sample_count - %(limit)s ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}')
-FROM counted
+SELECT id, sample_count - %(limit)s FROM counted WHERE %(limit)s > 0 AND sample_count > %(limit)s ORDER BY id
 """
 _LOCK_GPUS = "SELECT 1 FROM telemetry_gpu WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-# Deletes each GPU's `excess` oldest samples: found by walking the (gpu, timestamp, metric) index
-# from its old end, deleted by their row addresses (a TID scan), so the cost is the number
-# deleted, never a scan of the table. The GPU rows are already locked by this transaction.
+# Removes each GPU's `excess` oldest samples: its oldest readings are found by walking the
+# (gpu, timestamp) index from its old end (at most `excess` rows, each holding at least one
+# sample), whole readings are deleted by row address (a TID scan, so the cost is what is removed,
+# never a scan of the table) and the reading at the boundary loses its first samples by metric
+# id. The GPU rows are already locked by this transaction.
 _TRIM_OLDEST = """
-WITH gone AS (
-    DELETE FROM telemetry_sample
-    WHERE ctid = ANY(ARRAY(
-        SELECT oldest.ctid
-        FROM unnest(%s::integer[], %s::bigint[]) AS c(id, excess)
-        CROSS JOIN LATERAL (
-            SELECT s.ctid FROM telemetry_sample AS s
-            WHERE s.gpu_id = c.id ORDER BY s."timestamp", s.metric_id LIMIT c.excess
-        ) AS oldest
-    ))
-    RETURNING gpu_id
+WITH plan AS (
+    SELECT o.gpu_id, o.row_ctid, o."timestamp" AS ts, o.n, least(o.n, c.excess - (o.upto - o.n)) AS drop_n
+    FROM unnest(%s::integer[], %s::bigint[]) AS c(id, excess)
+    CROSS JOIN LATERAL (
+        SELECT r.gpu_id, r.row_ctid, r."timestamp", r.n, sum(r.n) OVER (ORDER BY r."timestamp") AS upto
+        FROM (
+            SELECT gpu_id, ctid AS row_ctid, "timestamp", cardinality(array_remove("values", NULL)) AS n
+            FROM telemetry_reading WHERE gpu_id = c.id ORDER BY "timestamp" LIMIT c.excess
+        ) AS r
+    ) AS o
+    WHERE o.upto - o.n < c.excess
+), gone AS (
+    DELETE FROM telemetry_reading
+    WHERE ctid = ANY(ARRAY(SELECT row_ctid FROM plan WHERE drop_n = n))
+    RETURNING gpu_id, cardinality(array_remove("values", NULL)) AS n
+), cut AS (
+    UPDATE telemetry_reading AS r SET "values" = telemetry_values_drop(r."values", p.drop_n)
+    FROM plan AS p
+    WHERE r.ctid = ANY(ARRAY(SELECT row_ctid FROM plan WHERE drop_n < n))
+      AND p.gpu_id = r.gpu_id AND p.ts = r."timestamp"
+    RETURNING r.gpu_id, p.drop_n AS n
 ), removed AS (
-    SELECT gpu_id, count(*) AS n FROM gone GROUP BY gpu_id
+    SELECT gpu_id, sum(n) AS n FROM (SELECT * FROM gone UNION ALL SELECT * FROM cut) AS both_kinds GROUP BY gpu_id
 )
 UPDATE telemetry_gpu AS g SET sample_count = g.sample_count - removed.n
 FROM removed WHERE g.id = removed.gpu_id
@@ -227,29 +332,53 @@ RETURNING removed.n
 """
 
 
-def _copy_text(batch: Batch, gpu_ids: list[int], metric_ids: list[int], label_ids: list[int]) -> str:
-    labels = [str(i) for i in label_ids]
+def _copy_text(rows: ReadingRows) -> str:
     return "".join(
-        f"{gpu_ids[g]}\t{metric_ids[m]}\t{t}\t{v!r}\t{labels[lab] if lab != NO_LABELS else chr(92) + 'N'}\n"
-        for g, m, lab, t, v in zip(batch.gpu, batch.metric, batch.label, batch.ts, batch.value)
+        f"{gpu_id}\t{ts}\t{_NULL if label is None else label}\t"
+        f"{{{','.join('NULL' if value is None else repr(value) for value in values)}}}\n"
+        for (gpu_id, ts), (label, values) in rows.items()
     )
 
 
 def _persist_copy(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
     gpu_ids, metric_ids, label_ids = _reference_ids(batch)
-    rows = _copy_text(batch, gpu_ids, metric_ids, label_ids)
+    rows = readings_by_key(batch, gpu_ids, metric_ids, label_ids)
+    spans: dict[int, _GpuSpan] = {}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_STAGING_DDL)
-        with cursor.copy("COPY sample_staging (gpu_id, metric_id, ts_us, value, label_set_id) FROM STDIN") as copy:
-            copy.write(rows)
-        cursor.execute(_STORE_FROM_STAGING, {"limit": max_per_gpu})
-        stored, over_ids, excesses = cursor.fetchone()
-        trimmed = _trim_copy(cursor, list(zip(over_ids, excesses)))
-    return stored, trimmed
+        with cursor.copy("COPY reading_staging (gpu_id, ts_us, label_set_id, vals) FROM STDIN") as copy:
+            copy.write(_copy_text(rows))
+        cursor.execute(_INSERT_READINGS)
+        inserted = 0
+        for gpu_id, stored, oldest, newest, count in cursor.fetchall():
+            _spans_add(spans, gpu_id, stored, oldest, newest)
+            inserted += count
+        if inserted < len(rows):
+            cursor.execute(_MERGE_READINGS)
+            for gpu_id, stored, oldest, newest in cursor.fetchall():
+                _spans_add(spans, gpu_id, stored, oldest, newest)
+        over = _count_stored(cursor, spans, max_per_gpu)
+        trimmed = _trim_copy(cursor, over)
+    return sum(span.stored for span in spans.values()), trimmed
+
+
+def _count_stored(cursor, spans: dict[int, _GpuSpan], max_per_gpu: int) -> list[tuple[int, int]]:
+    """Add what was stored to each GPU's bookkeeping; returns (GPU id, excess) of those over the limit."""
+    if not spans:
+        return []
+    ids = sorted(spans)
+    cursor.execute(_COUNT_STORED, {
+        "ids": ids,
+        "counts": [spans[i].stored for i in ids],
+        "oldest": [spans[i].oldest for i in ids],
+        "newest": [spans[i].newest for i in ids],
+        "limit": max_per_gpu,
+    })
+    return cursor.fetchall()
 
 
 def _trim_copy(cursor, over: list[tuple[int, int]]) -> int:
-    """Delete each (GPU, excess)'s `excess` oldest samples."""
+    """Remove each (GPU, excess)'s `excess` oldest samples."""
     if not over:
         return 0
     cursor.execute(_TRIM_OLDEST, [[gpu_id for gpu_id, _ in over], [excess for _, excess in over]])
@@ -261,60 +390,99 @@ def _trim_copy(cursor, over: list[tuple[int, int]]) -> int:
 
 def _persist_orm(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
     gpu_ids, metric_ids, label_ids = _reference_ids(batch)
-    touched = sorted(set(gpu_ids))
+    rows = readings_by_key(batch, gpu_ids, metric_ids, label_ids)
+    spans: dict[int, _GpuSpan] = {}
     with transaction.atomic():
-        before = _sample_counts(touched)
-        Sample.objects.bulk_create(
-            (
-                Sample(
-                    gpu_id=gpu_ids[g], metric_id=metric_ids[m], timestamp=to_datetime(t), value=v,
-                    label_set_id=label_ids[lab] if lab != NO_LABELS else None,
-                )
-                for g, m, lab, t, v in zip(batch.gpu, batch.metric, batch.label, batch.ts, batch.value)
-            ),
-            ignore_conflicts=True,
-            batch_size=500,
-        )
-        after = _sample_counts(touched)
-        stored = after - before
-        for gpu in Gpu.objects.select_for_update().filter(id__in=stored).order_by("id"):
-            span = Sample.objects.filter(gpu=gpu).aggregate(oldest=Min("timestamp"), newest=Max("timestamp"))
+        existing = _readings_existing(rows)
+        new, merged = [], []
+        for (gpu_id, ts), (label, values) in sorted(rows.items()):
+            reading = existing.get((gpu_id, ts))
+            if reading is None:
+                reading = Reading(gpu_id=gpu_id, timestamp=to_datetime(ts), label_set_id=label, values=values)
+                new.append(reading)
+                added = values_count(values)
+            else:
+                reading.values, added = values_merge(reading.values, values)
+                if added:
+                    merged.append(reading)
+            if added:
+                _spans_add(spans, gpu_id, added, reading.timestamp, reading.timestamp)
+        Reading.objects.bulk_create(new, batch_size=500)
+        Reading.objects.bulk_update(merged, ["values"], batch_size=500)
+        for gpu in Gpu.objects.select_for_update().filter(id__in=spans).order_by("id"):
+            span = spans[gpu.id]
             had_samples = gpu.sample_count > 0
-            gpu.sample_count += stored[gpu.id]
-            gpu.first_seen = min(gpu.first_seen, span["oldest"]) if had_samples else span["oldest"]
-            gpu.last_seen = max(gpu.last_seen, span["newest"]) if had_samples else span["newest"]
+            gpu.sample_count += span.stored
+            gpu.first_seen = min(gpu.first_seen, span.oldest) if had_samples else span.oldest
+            gpu.last_seen = max(gpu.last_seen, span.newest) if had_samples else span.newest
             gpu.save(update_fields=["sample_count", "first_seen", "last_seen"])
-        trimmed = _trim_orm({gpu_id: count for gpu_id, count in Gpu.objects.filter(id__in=touched).values_list("id", "sample_count")}, max_per_gpu)
-    return sum(stored.values()), trimmed
+        counts = Gpu.objects.filter(id__in=spans, sample_count__gt=max_per_gpu).values_list("id", "sample_count")
+        trimmed = _trim_orm(dict(counts), max_per_gpu) if max_per_gpu else 0
+    return sum(span.stored for span in spans.values()), trimmed
 
 
-def _sample_counts(gpu_ids: list[int]) -> Counter:
-    rows = Sample.objects.filter(gpu_id__in=gpu_ids).values("gpu_id").annotate(n=Count("id")).values_list("gpu_id", "n")
-    return Counter(dict(rows))
+def _readings_existing(rows: ReadingRows) -> dict[tuple[int, int], Reading]:
+    """The stored readings among `rows`' keys, by key (one query over the batch's GPUs and time span)."""
+    times = [ts for _, ts in rows]
+    candidates = Reading.objects.filter(
+        gpu_id__in={gpu_id for gpu_id, _ in rows},
+        timestamp__gte=to_datetime(min(times)),
+        timestamp__lte=to_datetime(max(times)),
+    )
+    by_key = {(r.gpu_id, to_microseconds(r.timestamp)): r for r in candidates}
+    return {key: by_key[key] for key in rows if key in by_key}
+
+
+def to_microseconds(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def _trim_orm(counts: dict[int, int], max_per_gpu: int) -> int:
+    """Remove each GPU's samples beyond its newest `max_per_gpu`, oldest reading first."""
     trimmed = 0
     for gpu_id, count in sorted(counts.items()):
         excess = count - max_per_gpu
-        if not max_per_gpu or excess <= 0:
-            continue
-        oldest = list(
-            Sample.objects.filter(gpu_id=gpu_id).order_by("timestamp", "metric_id").values_list("id", flat=True)[:excess]
-        )
-        deleted, _ = Sample.objects.filter(id__in=oldest).delete()
-        Gpu.objects.filter(id=gpu_id).update(sample_count=count - deleted)
-        trimmed += deleted
+        removed = 0
+        for reading in Reading.objects.filter(gpu_id=gpu_id).order_by("timestamp")[:excess]:
+            n = values_count(reading.values)
+            if removed + n <= excess:
+                reading.delete()
+                removed += n
+            else:
+                reading.values = values_drop_first(reading.values, excess - removed)
+                reading.save(update_fields=["values"])
+                removed = excess
+            if removed >= excess:
+                break
+        Gpu.objects.filter(id=gpu_id).update(sample_count=count - removed)
+        trimmed += removed
     return trimmed
 
 
 # --- Retention (manage.py trim) ---
 
+_RECOUNT_POSTGRESQL = """
+UPDATE telemetry_gpu AS g SET sample_count = coalesce(
+    (SELECT sum(cardinality(array_remove(r."values", NULL))) FROM telemetry_reading AS r WHERE r.gpu_id = g.id), 0)
+"""
+_DELETE_OLDER_POSTGRESQL = """
+WITH gone AS (
+    DELETE FROM telemetry_reading WHERE "timestamp" < %s RETURNING cardinality(array_remove("values", NULL)) AS n
+)
+SELECT coalesce(sum(n), 0) FROM gone
+"""
+
 
 def gpus_recount() -> None:
     """Set every GPU's sample_count from the table itself (after deletes outside the collector)."""
-    per_gpu = Sample.objects.filter(gpu=OuterRef("pk")).order_by().values("gpu").annotate(n=Count("id")).values("n")
-    Gpu.objects.update(sample_count=Coalesce(Subquery(per_gpu), 0))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_RECOUNT_POSTGRESQL)
+        return
+    counts: dict[int, int] = dict.fromkeys(Gpu.objects.values_list("id", flat=True), 0)
+    for gpu_id, values in Reading.objects.values_list("gpu_id", "values").iterator(chunk_size=5000):
+        counts[gpu_id] = counts.get(gpu_id, 0) + values_count(values)
+    Gpu.objects.bulk_update([Gpu(id=gpu_id, sample_count=n) for gpu_id, n in counts.items()], ["sample_count"])
 
 
 def samples_trim(*, max_per_gpu: int) -> int:
@@ -332,6 +500,13 @@ def samples_trim(*, max_per_gpu: int) -> int:
 def samples_delete_older_than(*, cutoff: datetime) -> int:
     """Delete every sample older than `cutoff`; returns how many were deleted."""
     with transaction.atomic():
-        deleted, _ = Sample.objects.filter(timestamp__lt=cutoff).delete()
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(_DELETE_OLDER_POSTGRESQL, [cutoff])
+                deleted = cursor.fetchone()[0]
+        else:
+            older = Reading.objects.filter(timestamp__lt=cutoff)
+            deleted = sum(values_count(values) for values in older.values_list("values", flat=True))
+            older.delete()
         gpus_recount()
     return deleted

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from django.db.models import Count, Sum
 from kombu import Connection, Exchange, Queue
 
 from bench.fleet import Fleet
-from telemetry.models import IngestCounter, Sample
+from telemetry.models import IngestCounter
+from tests import samples
 from tests.conftest import REPO, subprocess_env, wait_until, worker_pool
 
 # A queue of the fault tests' own: a concurrent test run's collectors never take these batches.
@@ -126,18 +126,16 @@ def stream(collectors) -> Iterator:
 
 def stored_count() -> int:
     connection.close_if_unusable_or_obsolete()
-    return Sample.objects.count()
+    return samples.stored_count()
 
 
 def assert_stored_exactly_once(source: Source, *, timeout: float = 180) -> None:
     """Every sample of the source is stored once: the count and the sum of the values are the source's."""
     connection.close()  # a service restart may have broken this process's connection
     wait_until(lambda: stored_count() >= source.count, timeout=timeout, interval=0.5)
-    totals = Sample.objects.aggregate(count=Count("id"), total=Sum("value"))
-    assert totals["count"] == source.count
-    assert totals["total"] == source.value_sum
-    distinct = Sample.objects.values("gpu_id", "timestamp", "metric_id").distinct().count()
-    assert distinct == source.count
+    # A (GPU, time) row is unique and holds one value per metric, so the count is of distinct samples.
+    assert samples.stored_count() == source.count
+    assert samples.stored_sum() == source.value_sum
 
 
 def counter(name: str) -> int:

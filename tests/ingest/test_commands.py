@@ -3,13 +3,13 @@ import io
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db.models import Sum
 
 from telemetry.ingest.services import to_datetime
 from telemetry.management.commands.trim import parse_age
-from telemetry.models import Gpu, IngestCounter, Sample
+from telemetry.models import Gpu, IngestCounter
 from tests.conftest import SAMPLE_COUNT, SAMPLE_CSV, SAMPLE_GPUS, SAMPLE_VALUE_SUM
 from tests.ingest.factories import fleet_batch
+from tests.samples import stored_count, stored_sum
 
 # backfill writes from its own thread (its own connection), so these tests commit and flush.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,9 +30,9 @@ def test_backfill_twice_stores_nothing_new(tmp_path):
     assert "100.0%" in err
     out, _ = run("backfill", str(SAMPLE_CSV))
     assert "2470 rows read, 0 stored, 2470 duplicates, 0 rejected" in out
-    assert Sample.objects.count() == SAMPLE_COUNT
+    assert stored_count() == SAMPLE_COUNT
     assert Gpu.objects.count() == SAMPLE_GPUS
-    assert Sample.objects.aggregate(total=Sum("value"))["total"] == pytest.approx(SAMPLE_VALUE_SUM, abs=1e-6)
+    assert stored_sum() == pytest.approx(SAMPLE_VALUE_SUM, abs=1e-6)
 
 
 def test_backfill_reports_malformed_rows_with_their_line_numbers(tmp_path, caplog):
@@ -64,7 +64,7 @@ def test_trim_keeps_the_newest_per_gpu_and_drops_old_samples():
     samples_persist(batch=fleet_batch(gpus=2, ticks=6, start_us=0), max_per_gpu=0)
     out, _ = run("trim", "--max-per-gpu", "8")
     assert "trimmed 8 samples beyond 8 per GPU" in out
-    assert Sample.objects.filter(timestamp__lt=to_datetime(2_000_000)).count() == 0
+    assert stored_count(timestamp__lt=to_datetime(2_000_000)) == 0
     out, _ = run("trim", "--older-than", "1d", "--max-per-gpu", "0")
     assert "deleted 16 samples" in out  # every sample is from 1970
     assert list(Gpu.objects.values_list("sample_count", flat=True)) == [0, 0]

@@ -25,7 +25,11 @@ def embedded_env(tmp_path) -> dict[str, str]:
 def stored(db_path) -> int:
     try:
         with sqlite3.connect(db_path) as db:
-            return db.execute("SELECT count(*) FROM telemetry_sample").fetchone()[0]
+            # The embedded mode keeps a reading's values as a JSON array.
+            return db.execute(
+                "SELECT count(*) FROM telemetry_reading, json_each(telemetry_reading.\"values\") "
+                "WHERE json_each.type != 'null'"
+            ).fetchone()[0]
     except sqlite3.OperationalError:
         return 0
 

@@ -1,33 +1,31 @@
 """The collector's service against the real PostgreSQL: idempotent storage, both write paths, trimming."""
 import pytest
-from django.db.models import Sum
 
 from telemetry.ingest.batch import BatchBuilder
 from telemetry.ingest.services import samples_persist, samples_trim, to_datetime
-from telemetry.models import Gpu, IngestCounter, LabelSet, Sample
+from telemetry.models import Gpu, IngestCounter, LabelSet, Reading
 from tests.conftest import SAMPLE_COUNT, SAMPLE_GPUS, SAMPLE_HOSTS, SAMPLE_VALUE_SUM
 from tests.ingest.factories import METRICS, file_batch, fleet_batch, gpu
+from tests.samples import stored_count, stored_samples, stored_sum
 
 pytestmark = pytest.mark.django_db
 
 
 def stored_rows() -> list[tuple]:
-    return list(
-        Sample.objects.order_by("gpu__uuid", "timestamp", "metric__name").values_list(
-            "gpu__uuid", "gpu__hostname", "gpu__index", "metric__name", "timestamp", "value",
-            "label_set__container", "label_set__labels",
-        )
+    readings = Reading.objects.order_by("gpu__uuid", "timestamp").values_list(
+        "gpu__uuid", "gpu__hostname", "gpu__index", "timestamp", "label_set__container", "label_set__labels"
     )
+    return [*readings, *stored_samples()]
 
 
 @pytest.mark.parametrize("writer", ["copy", "orm"])
 def test_sample_file_is_stored_exactly(writer, sample_csv):
     result = samples_persist(batch=file_batch(sample_csv), max_per_gpu=0, writer=writer)
     assert (result.received, result.stored, result.duplicates) == (SAMPLE_COUNT, SAMPLE_COUNT, 0)
-    assert Sample.objects.count() == SAMPLE_COUNT
+    assert stored_count() == SAMPLE_COUNT
     assert Gpu.objects.count() == SAMPLE_GPUS
     assert Gpu.objects.values("hostname").distinct().count() == SAMPLE_HOSTS
-    assert Sample.objects.aggregate(total=Sum("value"))["total"] == pytest.approx(SAMPLE_VALUE_SUM, abs=1e-6)
+    assert stored_sum() == pytest.approx(SAMPLE_VALUE_SUM, abs=1e-6)
     assert set(Gpu.objects.values_list("sample_count", flat=True)) == {10}
     # What remains after the column labels (driver version, instance, job) differs only per host.
     assert LabelSet.objects.count() == SAMPLE_HOSTS
@@ -36,7 +34,7 @@ def test_sample_file_is_stored_exactly(writer, sample_csv):
 def test_both_write_paths_store_the_same_samples(sample_csv, django_db_blocker):
     samples_persist(batch=file_batch(sample_csv), max_per_gpu=0, writer="copy")
     by_copy = stored_rows()
-    Sample.objects.all().delete()
+    Reading.objects.all().delete()
     Gpu.objects.all().delete()
     samples_persist(batch=file_batch(sample_csv), max_per_gpu=0, writer="orm")
     assert stored_rows() == by_copy
@@ -48,7 +46,7 @@ def test_a_batch_stored_twice_stores_nothing_twice(writer):
     first = samples_persist(batch=batch, max_per_gpu=0, writer=writer)
     again = samples_persist(batch=batch, max_per_gpu=0, writer=writer)
     assert (first.stored, again.stored, again.duplicates) == (24, 0, 24)
-    assert Sample.objects.count() == 24
+    assert stored_count() == 24
     assert list(Gpu.objects.values_list("sample_count", flat=True)) == [8, 8, 8]
     counters = dict(IngestCounter.objects.values_list("name", "value"))
     assert (counters["samples_stored"], counters["samples_duplicate"]) == (24, 24)
@@ -69,7 +67,7 @@ def test_each_gpu_keeps_exactly_its_newest_n_samples(writer):
     for start in range(0, 10):  # ten batches of one tick each, oldest first
         samples_persist(batch=fleet_batch(gpus=3, ticks=1, start_us=start * 1_000_000), max_per_gpu=limit, writer=writer)
     for row in Gpu.objects.all():
-        kept = list(Sample.objects.filter(gpu=row).order_by("-timestamp", "-metric__name").values_list("timestamp", "metric__name"))
+        kept = sorted(((ts, m) for _, m, ts, _ in stored_samples(gpu=row)), reverse=True)
         assert len(kept) == limit == row.sample_count
         # Ticks 9, 8, 7 complete (2 metrics each) and the newer metric name of tick 6.
         newest = [(to_datetime(t * 1_000_000), m) for t in range(9, 5, -1) for m in sorted(METRICS, reverse=True)]
@@ -78,11 +76,11 @@ def test_each_gpu_keeps_exactly_its_newest_n_samples(writer):
 
 def test_trim_applies_a_new_limit_and_recounts():
     samples_persist(batch=fleet_batch(gpus=2, ticks=5), max_per_gpu=0)
-    Sample.objects.filter(gpu__uuid=gpu(0).uuid, timestamp=to_datetime(1_752_871_354_000_000)).delete()
+    Reading.objects.filter(gpu__uuid=gpu(0).uuid, timestamp=to_datetime(1_752_871_354_000_000)).delete()
     deleted = samples_trim(max_per_gpu=4)
     assert deleted == (8 - 4) + (10 - 4)
     assert sorted(Gpu.objects.values_list("sample_count", flat=True)) == [4, 4]
-    assert Sample.objects.count() == 8
+    assert stored_count() == 8
 
 
 def test_gpu_first_and_last_seen_follow_the_samples():

@@ -6,12 +6,12 @@ import time
 from datetime import timezone
 
 import pytest
-from django.db.models import Sum
 
 from telemetry.ingest.sources import read_path
 from telemetry.ingest.streamer import in_share, parse_shard, restamp_now
 from telemetry.ingest.batch import GpuInfo, Sample as SourceSample
-from telemetry.models import Gpu, IngestCounter, Sample
+from telemetry.models import Gpu, IngestCounter
+from tests.samples import stored_count, stored_samples, stored_sum
 from tests.conftest import (
     REPO, SAMPLE_COUNT, SAMPLE_CSV, SAMPLE_GPUS, SAMPLE_HOSTS, SAMPLE_VALUE_SUM, manage, subprocess_env, wait_until,
 )
@@ -20,7 +20,7 @@ from tests.conftest import (
 def stored_set() -> set[tuple]:
     return {
         (uuid, metric, int(ts.astimezone(timezone.utc).timestamp() * 1_000_000), value)
-        for uuid, metric, ts, value in Sample.objects.values_list("gpu__uuid", "metric__name", "timestamp", "value")
+        for uuid, metric, ts, value in stored_samples()
     }
 
 
@@ -39,17 +39,17 @@ def test_sample_csv_lands_exactly_once_and_a_replay_stores_nothing(worker_proces
     run = manage("stream", str(SAMPLE_CSV), "--timestamps", "source", "--batch-size", "500")
     assert run.returncode == 0, run.stderr
     assert "streamed 2470 samples in 5 batches" in run.stdout
-    assert wait_until(lambda: Sample.objects.count() >= SAMPLE_COUNT)
-    assert Sample.objects.count() == SAMPLE_COUNT
+    assert wait_until(lambda: stored_count() >= SAMPLE_COUNT)
+    assert stored_count() == SAMPLE_COUNT
     assert stored_set() == source_set()
     assert Gpu.objects.count() == SAMPLE_GPUS
     assert Gpu.objects.values("hostname").distinct().count() == SAMPLE_HOSTS
-    assert Sample.objects.aggregate(total=Sum("value"))["total"] == pytest.approx(SAMPLE_VALUE_SUM, abs=1e-6)
+    assert stored_sum() == pytest.approx(SAMPLE_VALUE_SUM, abs=1e-6)
 
     again = manage("stream", str(SAMPLE_CSV), "--timestamps", "source", "--batch-size", "1000")
     assert again.returncode == 0, again.stderr
     assert wait_until(lambda: counter("samples_duplicate") == SAMPLE_COUNT)
-    assert Sample.objects.count() == SAMPLE_COUNT
+    assert stored_count() == SAMPLE_COUNT
 
 
 @pytest.mark.django_db(transaction=True)
@@ -79,13 +79,13 @@ def test_sigterm_flushes_what_it_holds_and_exits_zero(worker_process):
         cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     time.sleep(4)
-    assert Sample.objects.count() == 0  # everything is still held in the streamer's batch
+    assert stored_count() == 0  # everything is still held in the streamer's batch
     run.send_signal(signal.SIGTERM)
     stdout, stderr = run.communicate(timeout=60)
     assert run.returncode == 0, stderr
     streamed = int(stdout.split("streamed ")[1].split()[0])
     assert streamed > 500
-    assert wait_until(lambda: Sample.objects.count() == streamed)
+    assert wait_until(lambda: stored_count() == streamed)
 
 
 def test_wrong_header_exits_non_zero_naming_the_missing_columns(tmp_path):

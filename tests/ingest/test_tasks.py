@@ -5,9 +5,10 @@ from config.celery import app
 from telemetry.ingest.batch import encode_batch
 from telemetry.ingest.queues import dead_letter_queue
 from telemetry.ingest.tasks import persist_batch, retry_delay
-from telemetry.models import IngestCounter, Sample
+from telemetry.models import IngestCounter
 from tests.conftest import wait_until
 from tests.ingest.factories import fleet_batch
+from tests.samples import stored_count
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +29,7 @@ def test_one_batch_delivered_twice_is_stored_once(worker_process):
     persist_batch.apply_async(args=(payload,))
     persist_batch.apply_async(args=(payload,))
     assert wait_until(lambda: counter("samples_stored") + counter("samples_duplicate") == 60)
-    assert Sample.objects.count() == 30
+    assert stored_count() == 30
     assert (counter("samples_stored"), counter("samples_duplicate")) == (30, 30)
 
 
@@ -37,7 +38,7 @@ def test_an_undecodable_batch_is_dead_lettered_and_the_rest_stored(worker_proces
     persist_batch.apply_async(args=(encode_batch(fleet_batch(gpus=2, ticks=1)),))
     persist_batch.apply_async(args=(b"\x00 this is not a batch",))
     persist_batch.apply_async(args=(encode_batch(fleet_batch(gpus=2, ticks=1, start_us=0)),))
-    assert wait_until(lambda: dead_lettered_messages() == 1 and Sample.objects.count() == 8)
+    assert wait_until(lambda: dead_lettered_messages() == 1 and stored_count() == 8)
     assert counter("batches_dead_lettered") == 1
     assert "dead-lettering batch" in worker.output()
 

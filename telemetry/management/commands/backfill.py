@@ -16,6 +16,7 @@ from telemetry.ingest.publisher import BatchPublisher, PublishAborted
 from telemetry.ingest.services import samples_persist
 from telemetry.ingest.signals import graceful_shutdown
 from telemetry.ingest.sources import RejectLog, SourceFormatError, csv_files, read_csv
+from telemetry.ingest.streamer import HeldReadings
 
 _DONE = None
 
@@ -34,6 +35,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", help="CSV files or folders of CSV files")
         parser.add_argument("--batch-size", type=int, default=20000, help="samples per write (default 20000)")
+        parser.add_argument("--reorder-window", type=int, default=settings.STREAM_REORDER_WINDOW,
+                            help="samples held back so that one GPU's metrics of one time, listed far apart in a "
+                                 "DCGM export, are stored as one row [STREAM_REORDER_WINDOW; default 100000]")
         parser.add_argument("--via-queue", action="store_true",
                             help="publish batches to the collectors through RabbitMQ instead of writing directly")
         parser.add_argument("--max-per-gpu", type=int, default=settings.COLLECTOR_MAX_ENTRIES_PER_GPU,
@@ -42,6 +46,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
+        if options["reorder_window"] < 0:
+            raise CommandError("--reorder-window must not be negative")
         try:
             files = [f for path in options["paths"] for f in csv_files(Path(path))]
         except SourceFormatError as exc:
@@ -56,7 +62,8 @@ class Command(BaseCommand):
             writer = threading.Thread(target=_drain, args=(batches, write, errors), name="backfill-writer")
             writer.start()
             try:
-                self._parse(files, options["batch_size"], batches, rejects, totals, stop, errors)
+                held = HeldReadings(BatchBuilder(), options["batch_size"], options["reorder_window"], flush_interval=None)
+                self._parse(files, held, batches, rejects, totals, stop, errors)
             except SourceFormatError as exc:
                 raise CommandError(str(exc)) from None
             finally:
@@ -68,34 +75,35 @@ class Command(BaseCommand):
             raise errors[0]
         self._summary(totals, rejects, interrupted=stop.is_set(), via_queue=options["via_queue"])
 
-    def _parse(self, files, batch_size, batches, rejects, totals, stop, errors) -> None:
+    def _parse(self, files, held, batches, rejects, totals, stop, errors) -> None:
         progress = Progress(total_bytes=sum(f.stat().st_size for f in files), stream=self.stderr._out)
         done_bytes = 0
         reported_rejects = 0
-        builder = BatchBuilder()
 
-        def hand_over() -> None:
-            nonlocal builder, reported_rejects
-            builder.rejected = rejects.count - reported_rejects
+        def hand_over(batch: Batch) -> None:
+            nonlocal reported_rejects
+            batch.rejected = rejects.count - reported_rejects
             reported_rejects = rejects.count
-            totals.rows_read += len(builder)
-            batches.put(builder.build())
-            builder = BatchBuilder()
+            totals.rows_read += len(batch)
+            batches.put(batch)
 
         for file_path in files:
             with open(file_path, "rb") as stream:
                 for sample in read_csv(stream, path=str(file_path), on_reject=rejects):
-                    builder.add(sample)
-                    if len(builder) >= batch_size:
-                        hand_over()
-                        progress.update(done_bytes=done_bytes + stream.tell(), rows=totals.rows_read + rejects.count)
-                        if stop.is_set() or errors:
-                            break
+                    if not held.add(sample):
+                        continue
+                    for batch in held.ready():
+                        hand_over(batch)
+                    progress.update(done_bytes=done_bytes + stream.tell(), rows=totals.rows_read + rejects.count)
+                    if stop.is_set() or errors:
+                        break
                 done_bytes += file_path.stat().st_size
             if stop.is_set() or errors:
                 break
-        if len(builder) or rejects.count > reported_rejects:
-            hand_over()
+        for batch in held.drain():
+            hand_over(batch)
+        if rejects.count > reported_rejects:
+            hand_over(BatchBuilder().build())
         progress.update(done_bytes=done_bytes, rows=totals.rows_read + rejects.count, force=True)
 
     @staticmethod

@@ -22,6 +22,9 @@ class Command(BaseCommand):
                             help="samples per second per worker, 0 = as fast as possible [STREAM_RATE; default 0]")
         parser.add_argument("--batch-size", type=int, default=settings.STREAM_BATCH_SIZE,
                             help="samples per batch; one batch is one Celery task [STREAM_BATCH_SIZE; default 5000]")
+        parser.add_argument("--reorder-window", type=int, default=settings.STREAM_REORDER_WINDOW,
+                            help="samples held back so that one GPU's metrics of one time, which a DCGM export lists "
+                                 "far apart, reach storage as one row [STREAM_REORDER_WINDOW; default 100000]")
         parser.add_argument("--flush-interval", type=float, default=settings.STREAM_FLUSH_INTERVAL,
                             help="send a partial batch after this many seconds [STREAM_FLUSH_INTERVAL; default 1]")
         parser.add_argument("--loop", action="store_true", default=settings.STREAM_LOOP,
@@ -60,7 +63,7 @@ def _config_from_options(options: dict) -> StreamConfig:
     for name in ("workers", "batch_size"):
         if options[name] < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("rate", "flush_interval"):
+    for name in ("rate", "flush_interval", "reorder_window"):
         if options[name] < 0:
             raise CommandError(f"--{name.replace('_', '-')} must not be negative")
     if options["nvml_interval"] <= 0 or options["progress_interval"] <= 0:
@@ -74,6 +77,7 @@ def _config_from_options(options: dict) -> StreamConfig:
         workers=options["workers"],
         rate=options["rate"],
         batch_size=options["batch_size"],
+        reorder_window=options["reorder_window"],
         flush_interval=options["flush_interval"],
         loop=options["loop"],
         timestamps=options["timestamps"] or ("now" if options["loop"] else "source"),

@@ -1,0 +1,30 @@
+"""What the database holds, as samples: each non-null value of a reading is one sample."""
+from datetime import datetime
+
+from telemetry.models import Metric, Reading
+
+
+def stored_samples(**filters) -> list[tuple[str, str, datetime, float]]:
+    """(GPU uuid, metric name, time, value) of every stored sample, sorted."""
+    names = dict(Metric.objects.values_list("id", "name"))
+    rows = Reading.objects.filter(**filters).values_list("gpu__uuid", "timestamp", "values")
+    return sorted(
+        (uuid, names[i + 1], ts, value)
+        for uuid, ts, values in rows.iterator(chunk_size=5000)
+        for i, value in enumerate(values)
+        if value is not None
+    )
+
+
+def stored_count(**filters) -> int:
+    return sum(
+        sum(value is not None for value in values)
+        for values in Reading.objects.filter(**filters).values_list("values", flat=True).iterator(chunk_size=5000)
+    )
+
+
+def stored_sum(**filters) -> float:
+    return sum(
+        sum(value for value in values if value is not None)
+        for values in Reading.objects.filter(**filters).values_list("values", flat=True).iterator(chunk_size=5000)
+    )
