@@ -48,6 +48,11 @@ def test_tables_are_interned():
             "not lists of one length",
         ),
         (
+            msgpack.packb({"v": 2, "gpus": [["u", "h", 0, "d", "m"]], "metrics": ["m"], "labels": [], "gpu": [0],
+                           "ts": [1], "label": [-1], "size": [2], "metric": [0], "value": [1.0]}),
+            "reading sizes do not add up",
+        ),
+        (
             msgpack.packb({"v": 1, "gpus": [["u", "h", 0, "d", "m"]], "metrics": ["m"], "labels": [], "gpu": ["x"],
                            "metric": [0], "label": [-1], "ts": [1], "value": [1.0]}),
             "malformed batch columns",
@@ -57,3 +62,35 @@ def test_tables_are_interned():
 def test_undecodable_batches_are_refused_with_a_reason(payload, message):
     with pytest.raises(BatchDecodeError, match=message):
         decode_batch(payload)
+
+
+def test_samples_of_one_gpu_and_time_form_one_reading():
+    builder = BatchBuilder()
+    for metric in ("a", "b", "c"):
+        for t in (1, 2):
+            builder.add(Sample(GPU, metric, t, float(t), None))
+    batch = builder.build()
+    assert (batch.ts, batch.size) == ([1, 2], [3, 3])
+    assert [(t, [batch.metrics[m] for m in ms]) for _, t, _, ms, _ in batch.readings()] == [
+        (1, ["a", "b", "c"]), (2, ["a", "b", "c"])
+    ]
+
+
+def test_take_hands_out_the_oldest_readings_and_keeps_the_rest():
+    builder = BatchBuilder()
+    for t in range(5):
+        for metric in ("a", "b"):
+            builder.add(Sample(GPU, metric, t, 1.0, None))
+    created = builder.readings_created
+    builder.add(Sample(GPU, "a", 5, 1.0, None))
+    first = builder.take(3)
+    assert first.ts == [0, 1] and len(builder) == 7  # whole readings: 4 samples taken, not 3
+    assert builder.take(created_before=created).ts == [2, 3, 4]
+    assert builder.build().ts == [5] and len(builder) == 0
+
+
+def test_version_1_batches_are_still_read():
+    payload = msgpack.packb({"v": 1, "gpus": [list(GPU)], "metrics": ["m"], "labels": [], "gpu": [0, 0],
+                             "metric": [0, 0], "label": [-1, -1], "ts": [1, 2], "value": [1.0, 2.0]})
+    batch = decode_batch(payload)
+    assert [(s.timestamp_us, s.value) for s in batch.samples()] == [(1, 1.0), (2, 2.0)]

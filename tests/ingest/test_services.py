@@ -97,3 +97,31 @@ def test_a_gpu_that_moved_host_is_updated():
         builder.add(sample._replace(gpu=sample.gpu._replace(hostname="new-host")))
     samples_persist(batch=builder.build(), max_per_gpu=0)
     assert Gpu.objects.get().hostname == "new-host"
+
+
+@pytest.mark.parametrize("writer", ["copy", "orm"])
+def test_a_reading_split_between_batches_is_merged_into_one_row(writer):
+    whole = fleet_batch(gpus=2, ticks=3)
+    per_metric = {metric: BatchBuilder() for metric in METRICS}
+    for sample in whole.samples():
+        per_metric[sample.metric].add(sample)
+    parts = [builder.build() for builder in per_metric.values()]
+    results = [samples_persist(batch=part, max_per_gpu=0, writer=writer) for part in parts]
+    assert [r.stored for r in results] == [6, 6]
+    assert Reading.objects.count() == 6  # 2 GPUs × 3 ticks, each row holding both metrics
+    assert stored_count() == 12 and list(Gpu.objects.values_list("sample_count", flat=True)) == [6, 6]
+    again = samples_persist(batch=parts[0], max_per_gpu=0, writer=writer)
+    assert (again.stored, again.duplicates) == (0, 6)
+    assert stored_samples() == sorted(
+        (s.gpu.uuid, s.metric, to_datetime(s.timestamp_us), s.value) for s in whole.samples()
+    )
+
+
+def test_a_sample_already_stored_keeps_its_first_value():
+    first = fleet_batch(gpus=1, ticks=1)
+    samples_persist(batch=first, max_per_gpu=0)
+    builder = BatchBuilder()
+    for sample in first.samples():
+        builder.add(sample._replace(value=99.0))
+    assert samples_persist(batch=builder.build(), max_per_gpu=0).stored == 0
+    assert stored_sum() == 0.0
