@@ -1,7 +1,7 @@
 """A synthetic fleet shaped like the bundled DCGM sample: N hosts × 8 GPUs × 10 metrics, repeated over time.
 
 Writes the same samples two ways: as a DCGM exporter CSV (what the streamer and `backfill` read)
-and as COPY text already shaped as `telemetry_sample` rows (the PostgreSQL baseline). Rows come in
+and as COPY text, a row per sample and a row per reading (the PostgreSQL baselines). Rows come in
 the sample's order: per tick, per metric, per host, per GPU. Values are deterministic, so the count
 and the sum of a file's values are known without reading it back.
 
@@ -96,7 +96,7 @@ class Fleet:
         return count, total
 
     def write_copy_rows(self, path: Path, *, ticks: int, first_tick: int = 0) -> int:
-        """The same samples as `telemetry_sample` COPY text (gpu_id, metric_id, timestamp, value, label_set_id).
+        """The same samples as COPY text of a row per sample (gpu_id, metric_id, timestamp, value, label_set_id).
 
         GPU ids are 1..gpus, metric ids 1..10 and label set ids 1..hosts, as a fresh database assigns them.
         """
@@ -112,6 +112,20 @@ class Fleet:
                     count += self.gpus
         return count
 
+    def write_reading_rows(self, path: Path, *, ticks: int, first_tick: int = 0) -> int:
+        """The same samples as `telemetry_reading` COPY text (gpu_id, timestamp, label_set_id, values), one row per GPU and tick."""
+        count = 0
+        with open(path, "w", encoding="ascii") as out:
+            for tick in range(first_tick, first_tick + ticks):
+                stamp = self.timestamp(tick).strftime("%Y-%m-%d %H:%M:%S+00")
+                out.write("".join(
+                    f"{n + 1}\t{stamp}\t{n // self.gpus_per_host + 1}\t"
+                    f"{{{','.join(str(self.value(tick, n, metric)) for metric in range(len(METRICS)))}}}\n"
+                    for n in range(self.gpus)
+                ))
+                count += self.gpus * len(METRICS)
+        return count
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ticks", type=int, default=13, help="time steps (80,000 samples each with 1,000 hosts)")
     parser.add_argument("--interval", type=int, default=15, help="seconds between ticks")
     parser.add_argument("--csv", type=Path, help="write a DCGM CSV here")
-    parser.add_argument("--copy", type=Path, help="write telemetry_sample COPY rows here")
+    parser.add_argument("--copy", type=Path, help="write COPY rows, one per sample, here")
     args = parser.parse_args(argv)
     fleet = Fleet(hosts=args.hosts, gpus_per_host=args.gpus_per_host, interval_s=args.interval)
     if args.csv:

@@ -56,7 +56,7 @@ def tables_truncate() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE telemetry_sample, telemetry_gpu, telemetry_metric, telemetry_labelset, telemetry_ingestcounter "
+            "TRUNCATE telemetry_reading, telemetry_gpu, telemetry_metric, telemetry_labelset, telemetry_ingestcounter "
             "RESTART IDENTITY"
         )
 
