@@ -296,20 +296,20 @@ WITH stored AS (
 SELECT id, sample_count - %(limit)s FROM counted WHERE %(limit)s > 0 AND sample_count > %(limit)s ORDER BY id
 """
 _LOCK_GPUS = "SELECT 1 FROM telemetry_gpu WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-# Removes each GPU's `excess` oldest samples: its oldest readings are found by walking the
-# (gpu, timestamp) index from its old end (at most `excess` rows, each holding at least one
-# sample), whole readings are deleted by row address (a TID scan, so the cost is what is removed,
-# never a scan of the table) and the reading at the boundary loses its first samples by metric
-# id. The GPU rows are already locked by this transaction.
+# Removes up to `excess` oldest samples of each GPU from its `fetch` oldest readings, found by
+# walking the (gpu, timestamp) index from its old end; whole readings are deleted by row address
+# (a TID scan, so the cost is what is removed, never a scan of the table) and the reading at the
+# boundary loses its first samples by metric id. Returns what each GPU lost. The GPU rows are
+# already locked by this transaction.
 _TRIM_OLDEST = """
 WITH plan AS (
     SELECT o.gpu_id, o.row_ctid, o."timestamp" AS ts, o.n, least(o.n, c.excess - (o.upto - o.n)) AS drop_n
-    FROM unnest(%s::integer[], %s::bigint[]) AS c(id, excess)
+    FROM unnest(%s::integer[], %s::bigint[], %s::bigint[]) AS c(id, excess, rows_read)
     CROSS JOIN LATERAL (
         SELECT r.gpu_id, r.row_ctid, r."timestamp", r.n, sum(r.n) OVER (ORDER BY r."timestamp") AS upto
         FROM (
             SELECT gpu_id, ctid AS row_ctid, "timestamp", cardinality(array_remove("values", NULL)) AS n
-            FROM telemetry_reading WHERE gpu_id = c.id ORDER BY "timestamp" LIMIT c.excess
+            FROM telemetry_reading WHERE gpu_id = c.id ORDER BY "timestamp" LIMIT c.rows_read
         ) AS r
     ) AS o
     WHERE o.upto - o.n < c.excess
@@ -328,7 +328,7 @@ WITH plan AS (
 )
 UPDATE telemetry_gpu AS g SET sample_count = g.sample_count - removed.n
 FROM removed WHERE g.id = removed.gpu_id
-RETURNING removed.n
+RETURNING g.id, removed.n
 """
 
 
@@ -358,8 +358,18 @@ def _persist_copy(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
             for gpu_id, stored, oldest, newest in cursor.fetchall():
                 _spans_add(spans, gpu_id, stored, oldest, newest)
         over = _count_stored(cursor, spans, max_per_gpu)
-        trimmed = _trim_copy(cursor, over)
+        trimmed = _trim_copy(cursor, over, _narrowest_readings(rows) if over else None)
     return sum(span.stored for span in spans.values()), trimmed
+
+
+def _narrowest_readings(rows: ReadingRows) -> dict[int, int]:
+    """GPU id → samples in its narrowest reading of the batch."""
+    widths: dict[int, int] = {}
+    for (gpu_id, _), (_, values) in rows.items():
+        width = values_count(values)
+        if width < widths.get(gpu_id, width + 1):
+            widths[gpu_id] = width
+    return widths
 
 
 def _count_stored(cursor, spans: dict[int, _GpuSpan], max_per_gpu: int) -> list[tuple[int, int]]:
@@ -377,12 +387,25 @@ def _count_stored(cursor, spans: dict[int, _GpuSpan], max_per_gpu: int) -> list[
     return cursor.fetchall()
 
 
-def _trim_copy(cursor, over: list[tuple[int, int]]) -> int:
-    """Remove each (GPU, excess)'s `excess` oldest samples."""
-    if not over:
-        return 0
-    cursor.execute(_TRIM_OLDEST, [[gpu_id for gpu_id, _ in over], [excess for _, excess in over]])
-    return sum(row[0] for row in cursor.fetchall())
+def _trim_copy(cursor, over: list[tuple[int, int]], widths: dict[int, int] | None = None) -> int:
+    """Remove each (GPU, excess)'s `excess` oldest samples.
+
+    Reading rows walked per GPU cost most of the trim, so the first pass reads only as many as
+    `widths` (samples per reading, as in the batch just stored) says are needed; a GPU whose old
+    readings are narrower than that gets another pass for the rest.
+    """
+    pending = dict(over)
+    fetch = {gpu_id: -(-excess // max((widths or {}).get(gpu_id, 1), 1)) for gpu_id, excess in over}
+    trimmed = 0
+    while pending:
+        ids = sorted(pending)
+        cursor.execute(_TRIM_OLDEST, [ids, [pending[i] for i in ids], [fetch[i] for i in ids]])
+        removed = dict(cursor.fetchall())
+        trimmed += sum(removed.values())
+        # Each reading holds at least one sample, so `excess` rows are always enough for the rest.
+        pending = {i: pending[i] - removed[i] for i in ids if removed.get(i, 0) and pending[i] > removed[i]}
+        fetch = pending
+    return trimmed
 
 
 # --- Portable ORM path (SQLite and any other backend) ---
