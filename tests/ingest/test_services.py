@@ -127,6 +127,9 @@ def test_a_sample_already_stored_keeps_its_first_value():
     assert stored_sum() == 0.0
 
 
+NEWER = 1_752_871_354_000_000 + 100_000_000
+
+
 @pytest.mark.parametrize("writer", ["copy", "orm"])
 def test_trimming_reaches_back_past_readings_narrower_than_the_batch(writer):
     builder = BatchBuilder()
@@ -134,8 +137,8 @@ def test_trimming_reaches_back_past_readings_narrower_than_the_batch(writer):
         if sample.metric == METRICS[0]:
             builder.add(sample)  # six old readings of one sample each
     samples_persist(batch=builder.build(), max_per_gpu=0, writer=writer)
-    result = samples_persist(batch=fleet_batch(gpus=1, ticks=1, start_us=10**15), max_per_gpu=4, writer=writer)
+    result = samples_persist(batch=fleet_batch(gpus=1, ticks=1, start_us=NEWER), max_per_gpu=4, writer=writer)
     assert result.trimmed == 4
     kept = [ts for _, _, ts, _ in stored_samples()]
-    assert sorted(kept) == sorted([to_datetime(1_752_871_358_000_000), to_datetime(1_752_871_359_000_000)] + [to_datetime(10**15)] * 2)
+    assert sorted(kept) == sorted([to_datetime(1_752_871_358_000_000), to_datetime(1_752_871_359_000_000)] + [to_datetime(NEWER)] * 2)
     assert Gpu.objects.get().sample_count == 4
