@@ -145,10 +145,19 @@ class Streamer:
             )
         if config.timestamps == "now" and config.source != "nvml":
             samples = restamp_now(samples)
+        if config.only_host:
+            samples = (sample for sample in samples if sample.gpu.hostname == config.only_host)
+        if config.shard == (0, 1) and config.workers == 1:
+            yield from samples
+            return
+        # A GPU's share is computed once, not a crc32 of its UUID per row.
+        mine: dict[str, bool] = {}
         for sample in samples:
-            if config.only_host and sample.gpu.hostname != config.only_host:
-                continue
-            if in_share(sample.gpu.uuid, config.shard, worker, config.workers):
+            uuid = sample.gpu.uuid
+            owned = mine.get(uuid)
+            if owned is None:
+                owned = mine[uuid] = in_share(uuid, config.shard, worker, config.workers)
+            if owned:
                 yield sample
 
     def _work(self, worker: int) -> None:
