@@ -1,9 +1,11 @@
 """CSV sources: format detection, the DCGM and wide formats, malformed rows with line numbers."""
+import csv
 import io
 from datetime import datetime, timezone
 
 import pytest
 
+from telemetry.ingest import sources
 from telemetry.ingest.sources import SourceFormatError, parse_labels, read_csv, read_path
 from tests.conftest import SAMPLE_COUNT, SAMPLE_GPUS, SAMPLE_VALUE_SUM
 
@@ -113,4 +115,38 @@ def test_labels_parsed_once_per_shape_keep_each_rows_own_values():
     assert not rejects
     assert [dict(s.labels.extra) for s in samples] == [
         {"copy": f"GPU-{n}", "instance": f"host-{n}:9400", "idx": str(n), "job": "dcgm"} for n in range(3)
+    ]
+
+
+@pytest.mark.parametrize("block_chars", [1, 700, 1 << 18])
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+def test_lines_the_fast_path_hands_over_keep_their_numbers(monkeypatch, block_chars, eol):
+    """Rows are parsed a window of lines at a time; a window with a line the fast path cannot take
+    (a quoted field left open, a field csv.reader refuses) is read line by line instead, and the
+    windows after it are fast again. Small blocks put those lines at window edges; the file must read
+    as if line by line."""
+    monkeypatch.setattr(sources, "_BLOCK_CHARS", block_chars)
+    good = [ROW.format(gpu=n, value=n).rstrip("\n") for n in range(40)]
+    lines = [
+        HEADER.rstrip("\n"),
+        *good[:10],                                              # lines 2-11
+        '"2025-07-18T20:42:34Z","DCGM_FI_DEV_GPU_UTIL","9","nv',  # line 12: cut off inside a quoted field
+        *good[10:20],                                            # lines 13-22
+        "",                                                      # line 23: empty
+        *good[20:25],                                            # lines 24-28
+        good[25].replace('"H100"', '"H100 \udcff"'),             # line 29: a byte that is not UTF-8
+        good[26].replace('"H100"', '"H100 é"'),                  # line 30: UTF-8 that is not ASCII, kept
+        *good[27:30],                                            # lines 31-33
+        good[30].replace('"host-1"', '"' + "h" * csv.field_size_limit() + 'x"'),  # line 34: too long a field
+        *good[31:40],                                            # lines 35-43
+        '"2025-07-18T20:42:34Z","DCGM_FI_DEV_GPU_UTIL","7',      # line 44: the last, cut off, no line end
+    ]
+    samples, rejects = collect(eol.join(lines).encode("utf-8", "surrogateescape"))
+    assert [s.value for s in samples] == [n for n in range(40) if n not in (25, 30)]
+    assert samples[25].gpu.model_name == "H100 é"
+    assert rejects == [
+        (12, "unterminated quoted field (a row must be on one line)"),
+        (29, "not valid UTF-8"),
+        (34, f"unreadable CSV: field larger than field limit ({csv.field_size_limit()})"),
+        (44, "expected 12 columns, found 3"),
     ]

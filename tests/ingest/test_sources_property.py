@@ -6,13 +6,15 @@ mark, line ends, column order, extra columns, empty lines, truncated last line o
 """
 import csv
 import io
+import re
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
+from telemetry.ingest import sources
 from telemetry.ingest.batch import Sample
-from telemetry.ingest.sources import DCGM_COLUMNS, SourceFormatError, parse_timestamp_us, read_csv
+from telemetry.ingest.sources import DCGM_COLUMNS, SourceFormatError, parse_labels, parse_timestamp_us, read_csv
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DCGM_HEADER = ",".join(DCGM_COLUMNS).encode()
@@ -217,3 +219,96 @@ def test_a_row_cut_inside_a_quoted_field_mid_file_does_not_swallow_the_next_rows
 
     assert [s.gpu.uuid for s in samples] == ["GPU-0", "GPU-2", "GPU-3", "GPU-4"]
     assert [line for _, line, _ in rejects] == [3]
+
+
+# --- Windows of lines: the fast path and the line-by-line one meet anywhere in a file ---
+
+_CUT = '"2025-07-18T20:42:34Z","DCGM_FI_DEV_GPU_UTIL","7'  # a row cut off inside a quoted field
+_JUNK = ('x,y', 'x"y,z', '"a","b"')  # two columns each, one with a stray quote
+
+
+@PROPERTY_SETTINGS
+@given(
+    kinds=st.lists(st.sampled_from(["good", "good", "good", "cut", "junk", "empty"]), min_size=1, max_size=40),
+    junk=st.sampled_from(_JUNK),
+    eol=st.sampled_from(["\n", "\r\n", "\r"]),
+    final_eol=st.booleans(),
+    block_chars=st.sampled_from([1, 60, 400, 1 << 18]),
+)
+def test_each_line_reads_the_same_wherever_the_windows_fall(kinds, junk, eol, final_eol, block_chars):
+    """Lines are read a block at a time and parsed a window at a time, falling back to one at a time
+    where a row does not end on its own line. Whatever the block size, every line reads as it would
+    on its own: a cut-off row is rejected on its line (or, last in the file, read as far as it goes)."""
+    lines = [_dcgm_line(n % 10) if kind == "good" else {"cut": _CUT, "junk": junk, "empty": ""}[kind]
+             for n, kind in enumerate(kinds)]
+    content = (eol.join([",".join(DCGM_COLUMNS), *lines]) + (eol if final_eol else "")).encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sources, "_BLOCK_CHARS", block_chars)
+        samples, rejects = read_all(content)
+
+    expected_rejects = []
+    for n, kind in enumerate(kinds):
+        if kind == "cut":
+            # A cut-off row with nothing after its line is read as far as it goes.
+            followed = n < len(kinds) - 1 and (eol.join(lines[n + 1:]) or final_eol)
+            reason = "unterminated quoted field (a row must be on one line)" if followed else "expected 12 columns, found 3"
+            expected_rejects.append(("fuzz.csv", n + 2, reason))
+        elif kind == "junk":
+            expected_rejects.append(("fuzz.csv", n + 2, "expected 12 columns, found 2"))
+    assert rejects == expected_rejects
+    assert [s.value for s in samples] == [float(n % 10) for n, kind in enumerate(kinds) if kind == "good"]
+
+
+# --- labels_raw: parsed once per shape, the labels of each row's own text ---
+
+# Plain names, and names that would change how labels_raw parses if swapped out of it: 'a",job="b'
+# ends __name__ early and adds a label, "end\\" escapes the quote after it, "k=" starts a label
+# where it stands outside one.
+_METRIC_NAMES = ["DCGM_FI_DEV_GPU_UTIL", "M2", "job", 'a",job="b', "end\\", "k=", "dcgm"]
+_LABEL_VALUES = [*_METRIC_NAMES, "GPU-1", "", 'esc\\"aped', "h:9400"]
+
+
+@st.composite
+def labelled_files(draw) -> list[list[str]]:
+    """DCGM rows whose labels_raw share one layout, differing in metric, GPU and container as in an exporter's file."""
+    extra_label = st.tuples(st.sampled_from(["job", "instance", "k"]), st.sampled_from([*_LABEL_VALUES, "{metric}"]))
+    pairs = [("__name__", "{metric}"), ("UUID", "GPU-{gpu}"), *draw(st.lists(extra_label, max_size=3))]
+    layout = ",".join(f'{name}="{value}"' for name, value in draw(st.permutations(pairs)))
+    layout += draw(st.sampled_from(["", ",", ',"{metric}",x="v"', ' junk="x']))
+    row_keys = st.tuples(st.sampled_from(_METRIC_NAMES), st.sampled_from(["1", "2"]), st.sampled_from(["", "c"]))
+    rows = []
+    for metric, gpu, container in draw(st.lists(row_keys, min_size=1, max_size=12)):
+        fields = {
+            "timestamp": "2025-07-18T20:42:34Z", "metric_name": metric, "gpu_id": gpu, "device": f"nvidia{gpu}",
+            "uuid": f"GPU-{gpu}", "modelName": "H100", "Hostname": "h", "container": container, "pod": "",
+            "namespace": "", "value": "1", "labels_raw": layout.replace("{metric}", metric).replace("{gpu}", gpu),
+        }
+        rows.append([fields[name] for name in DCGM_COLUMNS])
+    return rows
+
+
+@PROPERTY_SETTINGS
+@given(labelled_files())
+def test_each_rows_labels_are_those_of_its_own_labels_raw(rows):
+    """Rows of one GPU share a cache entry with their metric's name swapped out of labels_raw; whatever
+    the names and values (the metric's name also in a kept label, quotes, "=", backslashes), each
+    sample's labels are what its own text says. The rows are read twice over, the second time from the caches."""
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
+    writer.writerows([DCGM_COLUMNS, *rows, *rows])
+
+    samples, rejects = read_all(out.getvalue().encode())
+
+    assert not rejects
+    assert [s.labels.extra for s in samples] == [parse_labels(row[-1]) for row in [*rows, *rows]]
+    assert [s.labels.container for s in samples] == [row[DCGM_COLUMNS.index("container")] for row in [*rows, *rows]]
+
+
+_ALTERNATION_LABEL_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+@PROPERTY_SETTINGS
+@given(st.text(st.sampled_from('aZ_9="\\, x\n'), max_size=40))
+def test_label_pairs_are_read_as_the_plain_grammar_reads_them(raw):
+    """_LABEL_PAIR is the grammar `name="(plain character | backslash escape)*"` written for speed."""
+    assert sources._LABEL_PAIR.findall(raw) == _ALTERNATION_LABEL_PAIR.findall(raw)
