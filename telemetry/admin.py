@@ -1,8 +1,9 @@
-"""Django admin for browsing GPU data: GPUs with their latest values and a chart, and read-only samples.
+"""Django admin for browsing GPU data: GPUs with their latest values and a chart, and read-only readings.
 
-The sample table may hold tens of millions of rows, so its changelist never counts it in full
-(a bounded count), never sorts it by an unindexed column, and draws its date drill-down from the
-GPU table's first/last seen instead of scanning samples for distinct dates.
+A reading is one GPU's metric values at one time (each value a sample). The reading table may hold
+millions of rows, so its changelist never counts it in full (a bounded count), never sorts it by
+an unindexed column, and draws its date drill-down from the GPU table's first/last seen instead of
+scanning readings for distinct dates.
 """
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ from html import escape
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
 from django.db.models import Max, Min
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
 
 from telemetry.api import selectors
-from telemetry.models import Gpu, IngestCounter, Metric, Sample
+from telemetry.models import Gpu, IngestCounter, Metric, Reading
 
 CHART_WINDOW = timedelta(hours=1)
 CHART_MAX_SAMPLES = 5000
@@ -82,7 +85,7 @@ class GpuAdmin(ReadOnlyAdmin):
                 {"metric": selectors.metric_name(metric_id), "timestamp": ts, "value": value} for metric_id, ts, value in latest
             ]
             extra["chart_svg"] = gpu_chart_svg(gpu=gpu)
-            extra["samples_url"] = reverse("admin:telemetry_sample_changelist") + f"?gpu__id__exact={gpu.pk}"
+            extra["readings_url"] = reverse("admin:telemetry_reading_changelist") + f"?gpu__id__exact={gpu.pk}"
             extra["api_url"] = reverse("api:gpu-telemetry", kwargs={"uuid": gpu.uuid})
         return super().change_view(request, object_id, form_url, extra)
 
@@ -147,7 +150,7 @@ def render_chart_svg(*, series: dict[str, list[tuple[datetime, float]]]) -> str:
     return mark_safe("".join(parts))
 
 
-# --- Samples ---
+# --- Readings ---
 
 
 class BoundedCountPaginator(Paginator):
@@ -160,36 +163,113 @@ class BoundedCountPaginator(Paginator):
         return self.object_list.order_by().values("pk")[: self.LIMIT].count()
 
 
-@admin.register(Sample)
-class SampleAdmin(ReadOnlyAdmin):
-    list_display = ["timestamp", "gpu", "metric", "value"]
-    list_filter = ["metric"]
-    list_select_related = ["gpu", "metric"]
+GPU_PARAM = "gpu__id__exact"
+
+
+class HostFilter(admin.SimpleListFilter):
+    """The GPUs' hosts, listed from the GPU table (never from the readings)."""
+
+    title = "host"
+    parameter_name = "gpu__hostname"
+
+    def lookups(self, request, model_admin):
+        hosts = Gpu.objects.order_by("hostname").values_list("hostname", flat=True).distinct()
+        return [(host, host) for host in hosts]
+
+    def has_output(self):
+        # Django drops a filter without choices, even one given in the URL.
+        return bool(self.lookup_choices) or self.value() is not None
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        return queryset.filter(gpu_id__in=Gpu.objects.filter(hostname=self.value()).values("pk"))
+
+
+class GpuFilter(admin.SimpleListFilter):
+    """One GPU (the link from a GPU's page); the choices are the chosen host's GPUs, not all of them."""
+
+    title = "GPU"
+    parameter_name = GPU_PARAM
+
+    def lookups(self, request, model_admin):
+        host = request.GET.get(HostFilter.parameter_name)
+        chosen = request.GET.get(GPU_PARAM)
+        if host:
+            gpus = Gpu.objects.filter(hostname=host)
+        elif chosen and chosen.isascii() and chosen.isdigit() and 0 < int(chosen) < 2**31:
+            gpus = Gpu.objects.filter(pk=int(chosen))
+        else:
+            return []
+        return [(str(gpu.pk), f"{gpu.hostname}/{gpu.index}") for gpu in gpus.order_by("index", "pk")]
+
+    def has_output(self):
+        # Applied whenever given: an unknown GPU lists no readings instead of every GPU's.
+        return bool(self.lookup_choices) or self.value() is not None
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        try:
+            gpu_id = int(self.value())
+        except ValueError:
+            raise IncorrectLookupParameters(f"{GPU_PARAM} must be a GPU id") from None
+        return queryset.filter(gpu_id=gpu_id) if 0 < gpu_id < 2**31 else queryset.none()
+
+
+@admin.register(Reading)
+class ReadingAdmin(ReadOnlyAdmin):
+    list_display = ["time", "gpu", "metric_values"]
+    list_filter = [HostFilter, GpuFilter]
+    list_select_related = ["gpu"]
     date_hierarchy = "timestamp"
-    # Newest stored first by primary key (indexed); sorting 10M rows by an unindexed column is not offered.
+    fields = ["gpu", "time", "label_set", "metric_values"]
+    readonly_fields = ["time", "metric_values"]
+    # Newest first: by primary key (newest stored) over all GPUs, by time within one GPU; both are
+    # an index walk. Sorting millions of rows by an unindexed column is not offered.
     ordering = ["-id"]
     sortable_by = []
     paginator = BoundedCountPaginator
     show_full_result_count = False
     list_per_page = 100
-    change_list_template = "admin/telemetry/sample/change_list.html"
+    change_list_template = "admin/telemetry/reading/change_list.html"
+
+    def get_ordering(self, request):
+        if request.GET.get(GPU_PARAM) or request.GET.get("gpu__uuid__exact"):
+            # The (gpu, timestamp) unique index walked backwards; both its columns make it total.
+            return ["-gpu_id", "-timestamp"]
+        return self.ordering
 
     def lookup_allowed(self, lookup, value, request=None):
-        # Links from a GPU's page filter its samples by GPU without a 1,000-entry filter list.
-        return lookup in {"gpu__id__exact", "gpu__uuid__exact"} or super().lookup_allowed(lookup, value, request)
+        # A GPU by UUID links to its readings without a GPU list in the sidebar.
+        return lookup == "gpu__uuid__exact" or super().lookup_allowed(lookup, value, request)
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
         changelist.bounded_date_hierarchy = bounded_date_hierarchy(changelist)
         return changelist
 
+    @admin.display(description="Time (UTC)")
+    def time(self, reading: Reading) -> str:
+        """To the second and its fraction: readings of one GPU are seconds apart."""
+        return selectors.time_text(reading.timestamp).replace("T", " ").removesuffix("Z")
+
+    @admin.display(description="Values")
+    def metric_values(self, reading: Reading):
+        """Each sample of the reading as `metric name: value`, by metric name."""
+        named = sorted((selectors.metric_name(metric_id), value) for metric_id, value in reading.samples())
+        if not named:
+            return "-"
+        lines = format_html_join(mark_safe("<br>"), "{}: {}", ((name, f"{value:.15g}") for name, value in named))
+        return format_html('<span class="metric-values">{}</span>', lines)
+
 
 def bounded_date_hierarchy(cl) -> dict:
     """Django's date drill-down (year, month, day) built from the GPUs' first/last seen.
 
-    Django's own asks the sample table for its distinct years, months and days: a full scan at
+    Django's own asks the reading table for its distinct years, months and days: a full scan at
     this size. The GPU table spans the same period in a few hundred rows; a period without
-    samples inside that span simply lists no rows when chosen.
+    readings inside that span simply lists no rows when chosen.
     """
     span = Gpu.objects.aggregate(first=Min("first_seen"), last=Max("last_seen"))
     if not span["first"]:

@@ -1,7 +1,11 @@
 """Read queries behind the API and the admin: one GPU's samples, summaries, latest values, metric totals.
 
-Every time-series query is one range scan of the (gpu, timestamp, metric) unique index; nothing
-here counts a GPU's rows or builds a model instance per sample.
+Samples are stored as readings: one row per GPU and time, its values in an array by metric id
+(values[i] is metric id i + 1, null where that metric has no value). Every time-series query is
+one range scan of the (gpu, timestamp) unique index over the readings in range, each turned into
+its samples in the database (`unnest … WITH ORDINALITY`, or just the elements of the metrics
+asked for); nothing here counts a GPU's rows or builds a model instance per sample. The embedded
+SQLite mode (JSON arrays) computes the same answers in Python from the same readings.
 """
 from __future__ import annotations
 
@@ -15,9 +19,9 @@ from typing import Iterable, Literal
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Max
 
-from telemetry.models import Gpu, Metric, Sample
+from telemetry.models import Gpu, Metric, Reading
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +93,27 @@ def metric_names_known() -> list[str]:
 
 @dataclass(frozen=True)
 class Position:
-    """A place in one GPU's (timestamp, metric) order: the key of the row a page ended or started at."""
+    """A place in one GPU's (timestamp, metric) order: the key of the sample a page ended or started at."""
 
     timestamp: datetime
     metric_id: int
+
+
+# A reading's samples as rows: (value, metric_id) of each element, metric_id being its 1-based position.
+_UNNEST = 'CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)'
+
+
+def _samples_join(metric_ids: list[int] | None) -> tuple[str, list[int]]:
+    """The join that turns each reading `r` into its samples `u(metric_id, value)`, nulls included, and its parameters.
+
+    All of them: the array unnested. Only some metrics: just those elements, `values[id]` (a
+    VALUES list per reading took half the time of unnesting ten values and filtering them).
+    """
+    if not metric_ids:
+        return _UNNEST, []
+    ids = sorted(set(metric_ids))
+    rows = ", ".join(['(%s, r."values"[%s])'] * len(ids))
+    return f"CROSS JOIN LATERAL (VALUES {rows}) AS u(metric_id, value)", [item for i in ids for item in (i, i)]
 
 
 def gpu_telemetry_window(
@@ -106,64 +127,96 @@ def gpu_telemetry_window(
     before: Position | None = None,
     limit: int = 1000,
 ) -> list[tuple[str, int, float]]:
-    """(time as RFC 3339 text in UTC, metric_id, value) rows of one GPU in [start, end], in `order`.
+    """(time as RFC 3339 text in UTC, metric_id, value) samples of one GPU in [start, end], in `order`.
 
-    `after` keeps rows that come after that position in `order`; `before` keeps rows that come
-    before it, and returns them nearest-first (reverse of `order`), so the caller can take the
-    `limit` rows just before a page. On PostgreSQL it is one range scan of the (gpu, timestamp,
-    metric) index, and the database formats the times: parsing a datetime per row in Python
-    cost more than the query itself (see the README's measurements).
+    Samples are ordered by (timestamp, metric_id). `after` keeps samples that come after that
+    position in `order`; `before` keeps samples that come before it, and returns them
+    nearest-first (reverse of `order`), so the caller can take the `limit` samples just before a
+    page. On PostgreSQL it is one range scan of the (gpu, timestamp) index over readings, each
+    reading unnested into its samples, and the database formats the times: parsing a datetime
+    per row in Python cost more than the query itself (see the README's measurements).
     """
     ascending = order == "asc"
     walk_ascending = ascending if before is None else not ascending
     if connection.vendor == "postgresql":
         return _window_postgresql(gpu_id, start, end, metric_ids, ascending, walk_ascending, after, before, limit)
-    rows = Sample.objects.filter(gpu_id=gpu_id)
-    if start is not None:
-        rows = rows.filter(timestamp__gte=start)
-    if end is not None:
-        rows = rows.filter(timestamp__lte=end)
-    if metric_ids:
-        rows = rows.filter(metric_id__in=metric_ids)
-    if after is not None:
-        rows = rows.filter(_beyond(after, forward=ascending))
-    if before is not None:
-        rows = rows.filter(_beyond(before, forward=not ascending))
-    ordering = ("timestamp", "metric_id") if walk_ascending else ("-timestamp", "-metric_id")
-    return [
-        (time_text(ts), metric_id, value)
-        for ts, metric_id, value in rows.order_by(*ordering).values_list("timestamp", "metric_id", "value")[:limit]
-    ]
+    return _window_portable(gpu_id, start, end, metric_ids, ascending, walk_ascending, after, before, limit)
 
 
 # RFC 3339 in UTC with the fraction's trailing zeros (and a bare dot) trimmed: 20:42:34Z, 20:42:34.5Z.
-_TIME_TEXT_SQL = """rtrim(rtrim(to_char("timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.') || 'Z'"""
+_TIME_TEXT_SQL = """rtrim(rtrim(to_char(r."timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.') || 'Z'"""
 
 
 def _window_postgresql(gpu_id, start, end, metric_ids, ascending, walk_ascending, after, before, limit):
-    where, params = ["gpu_id = %s"], [gpu_id]
+    samples, samples_params = _samples_join(metric_ids)
+    where, params = ["r.gpu_id = %s"], [gpu_id]
     if start is not None:
-        where.append('"timestamp" >= %s')
+        where.append('r."timestamp" >= %s')
         params.append(start)
     if end is not None:
-        where.append('"timestamp" <= %s')
+        where.append('r."timestamp" <= %s')
         params.append(end)
-    if metric_ids:
-        where.append("metric_id = ANY(%s)")
-        params.append(list(metric_ids))
     for position, forward in ((after, ascending), (before, not ascending)):
         if position is not None:
-            # A row comparison on the index's own columns: the scan starts right at the position.
-            where.append(f'("timestamp", metric_id) {">" if forward else "<"} (%s, %s)')
-            params += [position.timestamp, position.metric_id]
+            # The plain time bound is the index condition (the scan starts right at the position);
+            # the row comparison, on the unnested samples, drops the position's own time step up
+            # to and including its metric.
+            where.append(f'r."timestamp" {">=" if forward else "<="} %s')
+            where.append(f'(r."timestamp", u.metric_id) {">" if forward else "<"} (%s, %s)')
+            params += [position.timestamp, position.timestamp, position.metric_id]
+    where.append("u.value IS NOT NULL")
     direction = "ASC" if walk_ascending else "DESC"
+    # The index gives the readings in time order and unnesting keeps each one's elements
+    # together, so the sort is an incremental one within each time step, stopped by the LIMIT.
+    # The time is formatted once per reading (the OFFSET 0 keeps that subquery from being
+    # flattened into a to_char per sample, which cost 40 % of the query).
     sql = (
-        f"SELECT {_TIME_TEXT_SQL}, metric_id, value FROM telemetry_sample WHERE {' AND '.join(where)} "
-        f'ORDER BY "timestamp" {direction}, metric_id {direction} LIMIT %s'
+        f"SELECT t.text, u.metric_id, u.value FROM telemetry_reading AS r "
+        f"CROSS JOIN LATERAL (SELECT {_TIME_TEXT_SQL} AS text OFFSET 0) AS t {samples} "
+        f'WHERE {" AND ".join(where)} ORDER BY r."timestamp" {direction}, u.metric_id {direction} LIMIT %s'
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit])
+        cursor.execute(sql, [*samples_params, *params, limit])
         return cursor.fetchall()
+
+
+def _window_portable(gpu_id, start, end, metric_ids, ascending, walk_ascending, after, before, limit):
+    # The embedded SQLite mode: the same rows from readings in time order, unnested in Python.
+    readings = Reading.objects.filter(gpu_id=gpu_id)
+    if start is not None:
+        readings = readings.filter(timestamp__gte=start)
+    if end is not None:
+        readings = readings.filter(timestamp__lte=end)
+    bounds = []  # (position, keep samples greater than it)
+    for position, forward in ((after, ascending), (before, not ascending)):
+        if position is not None:
+            readings = readings.filter(**{"timestamp__gte" if forward else "timestamp__lte": position.timestamp})
+            bounds.append(((position.timestamp, position.metric_id), forward))
+    wanted = set(metric_ids) if metric_ids else None
+    readings = readings.order_by("timestamp" if walk_ascending else "-timestamp").values_list("timestamp", "values")
+    rows: list[tuple[str, int, float]] = []
+    if limit <= 0:
+        return rows
+    for ts, values in readings.iterator(chunk_size=2000):
+        samples = [(i + 1, value) for i, value in enumerate(values or ()) if value is not None]
+        if not walk_ascending:
+            samples.reverse()
+        text = None
+        for metric_id, value in samples:
+            if wanted is not None and metric_id not in wanted:
+                continue
+            if not all(_beyond((ts, metric_id), key, forward) for key, forward in bounds):
+                continue
+            if text is None:
+                text = time_text(ts)
+            rows.append((text, metric_id, value))
+            if len(rows) >= limit:
+                return rows
+    return rows
+
+
+def _beyond(key: tuple[datetime, int], position: tuple[datetime, int], forward: bool) -> bool:
+    return key > position if forward else key < position
 
 
 def time_text(moment: datetime) -> str:
@@ -179,27 +232,19 @@ def time_parse(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _beyond(position: Position, *, forward: bool) -> Q:
-    # (timestamp, metric) > position, written so that the plain timestamp bound stays an index condition.
-    t, m = position.timestamp, position.metric_id
-    if forward:
-        return Q(timestamp__gte=t) & (Q(timestamp__gt=t) | Q(metric_id__gt=m))
-    return Q(timestamp__lte=t) & (Q(timestamp__lt=t) | Q(metric_id__lt=m))
-
-
 # --- Time-bucketed summary ---
 
 
 _SQL_AGGREGATES = {
-    "avg": "avg(value)",
-    "min": "min(value)",
-    "max": "max(value)",
-    "sum": "sum(value)",
+    "avg": "avg(u.value)",
+    "min": "min(u.value)",
+    "max": "max(u.value)",
+    "sum": "sum(u.value)",
     "count": "count(*)",
     # The value at the oldest / newest time: min/max of [epoch, value] pairs needs no per-bucket
     # sort (array_agg(… ORDER BY) forced one and took twice as long over a day of samples).
-    "first": "(min(ARRAY[date_part('epoch', \"timestamp\"), value]))[2]",
-    "last": "(max(ARRAY[date_part('epoch', \"timestamp\"), value]))[2]",
+    "first": "(min(ARRAY[date_part('epoch', r.\"timestamp\"), u.value]))[2]",
+    "last": "(max(ARRAY[date_part('epoch', r.\"timestamp\"), u.value]))[2]",
 }
 
 
@@ -227,20 +272,19 @@ def gpu_telemetry_summary(
 def _summary_postgresql(gpu_id, start, end, bucket_seconds, aggregates, metric_ids) -> list[tuple[int, str]]:
     columns = ", ".join(f"{_SQL_AGGREGATES[name]} AS {name}" for name in aggregates)
     fields = ", ".join(f"'{name}', {name}" for name in aggregates)
-    where_metric = "AND metric_id = ANY(%s)" if metric_ids else ""
-    # Group on the bucket's time and format it once per bucket afterwards, not once per sample.
+    samples, samples_params = _samples_join(metric_ids)
+    # One range scan of the (gpu, timestamp) index, each reading unnested into its samples;
+    # group on the bucket's time and format it once per bucket afterwards, not once per sample.
     sql = (
         "SELECT metric_id, json_agg(json_build_object('time', "
         "to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
         f"{fields}) ORDER BY bucket)::text FROM ("
-        "SELECT metric_id, date_bin(make_interval(secs => %s), \"timestamp\", timestamptz 'epoch') AS bucket, "
-        f"{columns} "
-        f'FROM telemetry_sample WHERE gpu_id = %s AND "timestamp" >= %s AND "timestamp" <= %s {where_metric} '
+        "SELECT u.metric_id, date_bin(make_interval(secs => %s), r.\"timestamp\", timestamptz 'epoch') AS bucket, "
+        f"{columns} FROM telemetry_reading AS r {samples} "
+        'WHERE r.gpu_id = %s AND r."timestamp" >= %s AND r."timestamp" <= %s AND u.value IS NOT NULL '
         "GROUP BY 1, 2) AS buckets GROUP BY metric_id"
     )
-    params: list = [bucket_seconds, gpu_id, start, end]
-    if metric_ids:
-        params.append(list(metric_ids))
+    params = [bucket_seconds, *samples_params, gpu_id, start, end]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -269,35 +313,75 @@ def _summary_portable(gpu_id, start, end, bucket_seconds, aggregates, metric_ids
 
 # --- Latest value of each metric ---
 
+# How many of a GPU's newest readings the walk reads at most, one index probe each, before the
+# metrics it has not found are looked up in one pass over the older readings.
+LATEST_WALK = 64
+
+# The walk goes back one reading at a time from the newest, carrying `seen` (each metric's newest
+# value so far, by position), and stops as soon as every metric of telemetry_metric has a value:
+# usually after the newest reading. Only a metric still missing after LATEST_WALK readings (one
+# this GPU never reported, or not for that long) costs the second part, one backward pass over
+# the GPU's older readings that serves every missing metric; a one-time filter skips it otherwise.
 _LATEST_SQL = """
-SELECT m.id, s."timestamp", s.value
-FROM telemetry_metric AS m
-CROSS JOIN LATERAL (
-    SELECT "timestamp", value FROM telemetry_sample
-    WHERE gpu_id = %s AND metric_id = m.id
-    ORDER BY "timestamp" DESC LIMIT 1
-) AS s
+WITH RECURSIVE walk AS (
+    (SELECT "timestamp", "values", "values" AS seen, 1 AS step
+     FROM telemetry_reading WHERE gpu_id = %(gpu)s ORDER BY "timestamp" DESC LIMIT 1)
+    UNION ALL
+    SELECT r."timestamp", r."values",
+           ARRAY(SELECT coalesce(s, v) FROM unnest(w.seen, r."values") WITH ORDINALITY AS t(s, v, n) ORDER BY n),
+           w.step + 1
+    FROM walk AS w CROSS JOIN LATERAL (
+        SELECT "timestamp", "values" FROM telemetry_reading
+        WHERE gpu_id = %(gpu)s AND "timestamp" < w."timestamp" ORDER BY "timestamp" DESC LIMIT 1
+    ) AS r
+    WHERE w.step < %(walk)s AND EXISTS (SELECT FROM telemetry_metric AS m WHERE w.seen[m.id] IS NULL)
+), found AS MATERIALIZED (
+    SELECT DISTINCT ON (u.metric_id) u.metric_id, w."timestamp", u.value
+    FROM walk AS w CROSS JOIN LATERAL unnest(w."values") WITH ORDINALITY AS u(value, metric_id)
+    WHERE u.value IS NOT NULL
+    ORDER BY u.metric_id, w."timestamp" DESC
+), missing AS MATERIALIZED (
+    SELECT id FROM telemetry_metric WHERE id NOT IN (SELECT metric_id FROM found)
+), latest AS (
+    SELECT metric_id, "timestamp", value FROM found
+    UNION ALL
+    (SELECT DISTINCT ON (m.id) m.id, r."timestamp", r."values"[m.id]
+     FROM telemetry_reading AS r JOIN missing AS m ON r."values"[m.id] IS NOT NULL
+     WHERE EXISTS (SELECT FROM missing) AND r.gpu_id = %(gpu)s AND r."timestamp" < (SELECT min("timestamp") FROM walk)
+     ORDER BY m.id, r."timestamp" DESC)
+)
+SELECT latest.metric_id, latest."timestamp", latest.value
+FROM latest JOIN telemetry_metric AS m ON m.id = latest.metric_id
 ORDER BY m.name
 """
 
 
 def gpu_latest_values(*, gpu_id: int) -> list[tuple[int, datetime, float]]:
-    """(metric_id, timestamp, value) of the newest sample of each metric the GPU reported.
+    """(metric_id, timestamp, value) of the newest sample of each metric the GPU reported, by metric name.
 
-    One backward index probe per metric; a metric the GPU never reported costs a walk over that
-    GPU's rows, which the collector bounds (COLLECTOR_MAX_ENTRIES_PER_GPU).
+    Exact. Usually one index probe: the newest reading holds every metric. A metric missing
+    from it is looked for in the readings before, one probe each, up to LATEST_WALK readings;
+    a metric still missing then (one this GPU never reported, or not for that long) costs one
+    pass over the GPU's older readings, which the collector bounds (COLLECTOR_MAX_ENTRIES_PER_GPU),
+    shared by all such metrics.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_LATEST_SQL, [gpu_id])
+            cursor.execute(_LATEST_SQL, {"gpu": gpu_id, "walk": LATEST_WALK})
             return cursor.fetchall()
+    return _latest_portable(gpu_id)
+
+
+def _latest_portable(gpu_id: int) -> list[tuple[int, datetime, float]]:
+    # The embedded SQLite mode: the GPU's readings newest first until every metric has a value.
     wanted = set(Metric.objects.values_list("id", flat=True))
     latest: dict[int, tuple[int, datetime, float]] = {}
-    for ts, metric_id, value in Sample.objects.filter(gpu_id=gpu_id).order_by("-timestamp", "-metric_id").values_list(
-        "timestamp", "metric_id", "value"
-    ).iterator(chunk_size=2000):
-        latest.setdefault(metric_id, (metric_id, ts, value))
-        if len(latest) == len(wanted):
+    readings = Reading.objects.filter(gpu_id=gpu_id).order_by("-timestamp").values_list("timestamp", "values")
+    for ts, values in readings.iterator(chunk_size=LATEST_WALK):
+        for i, value in enumerate(values or ()):
+            if value is not None:
+                latest.setdefault(i + 1, (i + 1, ts, value))
+        if wanted <= latest.keys():
             break
     return sorted(latest.values(), key=lambda row: metric_name(row[0]))
 
@@ -306,11 +390,26 @@ def gpu_latest_values(*, gpu_id: int) -> list[tuple[int, datetime, float]]:
 
 METRICS_CACHE_KEY = "telemetry:api:metric-totals:v1"
 
+# Readings grouped by shape first (their length and which elements are null: nearly all share one
+# or a few), so the per-metric step runs over a handful of groups instead of every sample; a third
+# of the time of unnesting every reading.
+_TOTALS_SQL = """
+SELECT m.metric_id, sum(shapes.readings), min(shapes.first), max(shapes.last)
+FROM (
+    SELECT cardinality("values") AS length, array_positions("values", NULL) AS nulls,
+           count(*) AS readings, min("timestamp") AS first, max("timestamp") AS last
+    FROM telemetry_reading GROUP BY 1, 2
+) AS shapes
+CROSS JOIN LATERAL generate_series(1, shapes.length) AS m(metric_id)
+WHERE m.metric_id <> ALL (shapes.nulls)
+GROUP BY m.metric_id
+"""
+
 
 def metric_totals(*, max_age: int | None = None) -> list[dict]:
-    """Each metric's sample count and first and last time.
+    """Each metric's sample count (its non-null values over all readings) and first and last time.
 
-    Counting is a scan of the whole sample table, so the result is cached for `max_age` seconds
+    Counting is a scan of the whole reading table, so the result is cached for `max_age` seconds
     (API_METRICS_CACHE_SECONDS) in Django's cache: Redis when REDIS_URL is set, so every API
     process shares one computation, else process memory.
     """
@@ -319,21 +418,31 @@ def metric_totals(*, max_age: int | None = None) -> list[dict]:
         cached = _cache_call(cache.get, METRICS_CACHE_KEY)
         if cached is not None:
             return cached
-    per_metric = {
-        row["metric_id"]: row
-        for row in Sample.objects.order_by().values("metric_id").annotate(
-            sample_count=Count("*"), first=Min("timestamp"), last=Max("timestamp")
-        )
-    }
+    per_metric = _totals_postgresql() if connection.vendor == "postgresql" else _totals_portable()
     totals = []
     for metric_id, name in Metric.objects.order_by("name").values_list("id", "name"):
-        row = per_metric.get(metric_id, {})
-        totals.append(
-            {"name": name, "sample_count": row.get("sample_count", 0), "first": row.get("first"), "last": row.get("last")}
-        )
+        count, first, last = per_metric.get(metric_id, (0, None, None))
+        totals.append({"name": name, "sample_count": count, "first": first, "last": last})
     if max_age:
         _cache_call(cache.set, METRICS_CACHE_KEY, totals, max_age)
     return totals
+
+
+def _totals_postgresql() -> dict[int, tuple[int, datetime, datetime]]:
+    with connection.cursor() as cursor:
+        cursor.execute(_TOTALS_SQL)
+        return {metric_id: (int(count), first, last) for metric_id, count, first, last in cursor.fetchall()}
+
+
+def _totals_portable() -> dict[int, tuple[int, datetime, datetime]]:
+    # The embedded SQLite mode: one pass over the readings in Python.
+    per_metric: dict[int, tuple[int, datetime, datetime]] = {}
+    for ts, values in Reading.objects.order_by().values_list("timestamp", "values").iterator(chunk_size=5000):
+        for i, value in enumerate(values or ()):
+            if value is not None:
+                count, first, last = per_metric.get(i + 1, (0, ts, ts))
+                per_metric[i + 1] = (count + 1, min(first, ts), max(last, ts))
+    return per_metric
 
 
 def _cache_call(method, *args):

@@ -42,7 +42,7 @@ def test_admin_login_and_gpu_chart_in_chromium(live_server, browser):
     assert browser.evaluate("document.querySelectorAll('svg#gpu-chart circle').length") >= 10
     width = browser.evaluate("document.querySelector('svg#gpu-chart').getBoundingClientRect().width")
     assert width > 400
-    # The admin is styled (its stylesheet loaded), and the page links to the GPU's samples.
+    # The admin is styled (its stylesheet loaded), and the page links to the GPU's readings.
     assert browser.evaluate("getComputedStyle(document.querySelector('#header')).backgroundColor") not in ("", "rgba(0, 0, 0, 0)")
     assert browser.evaluate("document.querySelector('#gpu-samples-link').href").endswith(f"gpu__id__exact={gpu.pk}")
     ARTIFACTS.mkdir(exist_ok=True)

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from django.test import override_settings
 
-from telemetry.models import Gpu, Sample
+from telemetry.models import Gpu, Metric, Reading
 from tests.api.conftest import GPU_HOST, GPU_UUID, store_samples
 
 pytestmark = pytest.mark.django_db
@@ -26,14 +26,18 @@ def iso(moment: datetime) -> str:
 
 
 def db_rows(uuid, start=None, end=None, metrics=None):
-    rows = Sample.objects.filter(gpu__uuid=uuid)
+    """The GPU's samples from its readings as the API writes them: (time, metric, value) by (time, metric id)."""
+    names = dict(Metric.objects.values_list("id", "name"))
+    readings = Reading.objects.filter(gpu__uuid=uuid)
     if start:
-        rows = rows.filter(timestamp__gte=start)
+        readings = readings.filter(timestamp__gte=start)
     if end:
-        rows = rows.filter(timestamp__lte=end)
-    if metrics:
-        rows = rows.filter(metric__name__in=metrics)
-    return [(iso(ts), name, value) for ts, name, value in rows.order_by("timestamp", "metric_id").values_list("timestamp", "metric__name", "value")]
+        readings = readings.filter(timestamp__lte=end)
+    samples = sorted(
+        (reading.timestamp, metric_id, value) for reading in readings
+        for metric_id, value in reading.samples() if not metrics or names[metric_id] in metrics
+    )
+    return [(iso(ts), names[metric_id], value) for ts, metric_id, value in samples]
 
 
 def as_rows(results):
