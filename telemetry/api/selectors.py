@@ -313,45 +313,16 @@ def _summary_portable(gpu_id, start, end, bucket_seconds, aggregates, metric_ids
 
 # --- Latest value of each metric ---
 
-# How many of a GPU's newest readings the walk reads at most, one index probe each, before the
-# metrics it has not found are looked up in one pass over the older readings.
-LATEST_WALK = 64
-
-# The walk goes back one reading at a time from the newest, carrying `seen` (each metric's newest
-# value so far, by position), and stops as soon as every metric of telemetry_metric has a value:
-# usually after the newest reading. Only a metric still missing after LATEST_WALK readings (one
-# this GPU never reported, or not for that long) costs the second part, one backward pass over
-# the GPU's older readings that serves every missing metric; a one-time filter skips it otherwise.
+# One backward walk of the (gpu, timestamp) index per metric, stopping at the first reading that
+# holds it: the newest reading, as a rule.
 _LATEST_SQL = """
-WITH RECURSIVE walk AS (
-    (SELECT "timestamp", "values", "values" AS seen, 1 AS step
-     FROM telemetry_reading WHERE gpu_id = %(gpu)s ORDER BY "timestamp" DESC LIMIT 1)
-    UNION ALL
-    SELECT r."timestamp", r."values",
-           ARRAY(SELECT coalesce(s, v) FROM unnest(w.seen, r."values") WITH ORDINALITY AS t(s, v, n) ORDER BY n),
-           w.step + 1
-    FROM walk AS w CROSS JOIN LATERAL (
-        SELECT "timestamp", "values" FROM telemetry_reading
-        WHERE gpu_id = %(gpu)s AND "timestamp" < w."timestamp" ORDER BY "timestamp" DESC LIMIT 1
-    ) AS r
-    WHERE w.step < %(walk)s AND EXISTS (SELECT FROM telemetry_metric AS m WHERE w.seen[m.id] IS NULL)
-), found AS MATERIALIZED (
-    SELECT DISTINCT ON (u.metric_id) u.metric_id, w."timestamp", u.value
-    FROM walk AS w CROSS JOIN LATERAL unnest(w."values") WITH ORDINALITY AS u(value, metric_id)
-    WHERE u.value IS NOT NULL
-    ORDER BY u.metric_id, w."timestamp" DESC
-), missing AS MATERIALIZED (
-    SELECT id FROM telemetry_metric WHERE id NOT IN (SELECT metric_id FROM found)
-), latest AS (
-    SELECT metric_id, "timestamp", value FROM found
-    UNION ALL
-    (SELECT DISTINCT ON (m.id) m.id, r."timestamp", r."values"[m.id]
-     FROM telemetry_reading AS r JOIN missing AS m ON r."values"[m.id] IS NOT NULL
-     WHERE EXISTS (SELECT FROM missing) AND r.gpu_id = %(gpu)s AND r."timestamp" < (SELECT min("timestamp") FROM walk)
-     ORDER BY m.id, r."timestamp" DESC)
-)
-SELECT latest.metric_id, latest."timestamp", latest.value
-FROM latest JOIN telemetry_metric AS m ON m.id = latest.metric_id
+SELECT m.id, r."timestamp", r."values"[m.id]
+FROM telemetry_metric AS m
+CROSS JOIN LATERAL (
+    SELECT "timestamp", "values" FROM telemetry_reading
+    WHERE gpu_id = %s AND "values"[m.id] IS NOT NULL
+    ORDER BY "timestamp" DESC LIMIT 1
+) AS r
 ORDER BY m.name
 """
 
@@ -359,15 +330,13 @@ ORDER BY m.name
 def gpu_latest_values(*, gpu_id: int) -> list[tuple[int, datetime, float]]:
     """(metric_id, timestamp, value) of the newest sample of each metric the GPU reported, by metric name.
 
-    Exact. Usually one index probe: the newest reading holds every metric. A metric missing
-    from it is looked for in the readings before, one probe each, up to LATEST_WALK readings;
-    a metric still missing then (one this GPU never reported, or not for that long) costs one
-    pass over the GPU's older readings, which the collector bounds (COLLECTOR_MAX_ENTRIES_PER_GPU),
-    shared by all such metrics.
+    Usually one index probe per metric, answered by the newest reading; a metric the GPU never
+    reported costs a walk over that GPU's readings, which the collector bounds
+    (COLLECTOR_MAX_ENTRIES_PER_GPU).
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_LATEST_SQL, {"gpu": gpu_id, "walk": LATEST_WALK})
+            cursor.execute(_LATEST_SQL, [gpu_id])
             return cursor.fetchall()
     return _latest_portable(gpu_id)
 
@@ -377,7 +346,7 @@ def _latest_portable(gpu_id: int) -> list[tuple[int, datetime, float]]:
     wanted = set(Metric.objects.values_list("id", flat=True))
     latest: dict[int, tuple[int, datetime, float]] = {}
     readings = Reading.objects.filter(gpu_id=gpu_id).order_by("-timestamp").values_list("timestamp", "values")
-    for ts, values in readings.iterator(chunk_size=LATEST_WALK):
+    for ts, values in readings.iterator(chunk_size=64):
         for i, value in enumerate(values or ()):
             if value is not None:
                 latest.setdefault(i + 1, (i + 1, ts, value))

@@ -112,18 +112,16 @@ def test_summary_agrees_with_the_portable_path(gappy, bucket_seconds):
         assert counted == len(in_window)
 
 
-def test_latest_is_exact_beyond_the_walk(gappy, monkeypatch):
+def test_latest_is_exact_for_metrics_missing_from_the_newest_readings(gappy):
     rows = selectors._window_portable(gappy, None, None, None, True, True, None, None, 10**6)
     newest = {}
     for ts, metric_id, value in rows:
         newest[metric_id] = (selectors.time_parse(ts), value)
     expected = sorted(((m, ts, v) for m, (ts, v) in newest.items()), key=lambda row: selectors.metric_name(row[0]))
     assert len(expected) == 10
-    for walk in (1, 2, 5, selectors.LATEST_WALK):
-        # A short walk leaves the metrics that only the sample's first readings hold to the pass over older readings.
-        monkeypatch.setattr(selectors, "LATEST_WALK", walk)
-        assert selectors.gpu_latest_values(gpu_id=gappy) == expected
-        assert selectors._latest_portable(gappy) == expected
+    # Some metrics are held only by the sample's first readings, far behind the newest ones.
+    assert selectors.gpu_latest_values(gpu_id=gappy) == expected
+    assert selectors._latest_portable(gappy) == expected
     # A metric this GPU never reported is not listed (another GPU reports it).
     store_samples(uuid="GPU-other", hostname="other-host", index=0, rows=[("DCGM_FI_ONLY_ELSEWHERE", us(T0), 1.0)])
     assert selectors.gpu_latest_values(gpu_id=gappy) == expected == selectors._latest_portable(gappy)
