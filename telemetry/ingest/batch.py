@@ -26,6 +26,7 @@ batches queued across an upgrade are stored.
 The Celery task `telemetry.ingest.persist_batch` takes the encoded bytes as its only argument and
 decodes them itself, so an undecodable batch is a task failure that is dead-lettered and counted.
 """
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -114,7 +115,6 @@ class BatchBuilder:
         self._readings: dict[tuple[str, int], list] = {}
         self._samples = 0
         self.readings_created = 0
-        self.rejected = 0
 
     def __len__(self) -> int:
         """Samples held."""
@@ -134,8 +134,7 @@ class BatchBuilder:
         """The oldest readings, up to the first that brings the batch to `samples` samples.
 
         `created_before` keeps back readings created at or after that creation number (see
-        `readings_created`), so a reading still filling is not sent too early. The batch carries
-        the rejected-row count accumulated so far.
+        `readings_created`), so a reading still filling is not sent too early.
         """
         keys = []
         taken = 0
@@ -146,7 +145,7 @@ class BatchBuilder:
             taken += len(reading[3])
         tables = _Tables()
         batch = Batch(gpus=tables.gpus, metrics=tables.metrics, labels=tables.labels, gpu=[], ts=[], label=[], size=[],
-                      metric=[], value=[], rejected=self.rejected)
+                      metric=[], value=[])
         for key in keys:
             gpu, labels, metrics, values, _ = self._readings.pop(key)
             batch.gpu.append(tables.gpu_index(gpu))
@@ -156,12 +155,54 @@ class BatchBuilder:
             batch.metric.extend(tables.metric_index(name) for name in metrics)
             batch.value.extend(values)
         self._samples -= taken
-        self.rejected = 0
         return batch
 
     def build(self) -> Batch:
         """Every held reading as one batch."""
         return self.take()
+
+
+class HeldReadings:
+    """The streamer's and backfill's hold on readings: a batch goes out when it is full or old.
+
+    Up to `reorder_window` samples beyond a batch are held, so a reading whose metrics lie far
+    apart in the source (a DCGM export lists a time step metric by metric) still leaves whole.
+    Every `flush_interval` seconds the readings that were already held at the previous check are
+    sent, so no sample waits more than two intervals, however slow the source.
+    """
+
+    def __init__(self, batch_size: int, reorder_window: int, flush_interval: float | None) -> None:
+        self._builder = BatchBuilder()
+        self._batch_size = batch_size
+        self._window = reorder_window
+        self._interval = flush_interval
+        self._mark = 0
+        self.next_check = time.monotonic() + flush_interval if flush_interval is not None else float("inf")
+
+    def add(self, sample: Sample) -> bool:
+        """Hold `sample`; True when a batch is due (see `ready`)."""
+        self._builder.add(sample)
+        return len(self._builder) >= self._batch_size + self._window or time.monotonic() >= self.next_check
+
+    def ready(self) -> Iterator[Batch]:
+        """The batches due now: full ones beyond the window, then those that came of age."""
+        while len(self._builder) >= self._batch_size + self._window:
+            yield self._builder.take(self._batch_size)
+        if time.monotonic() >= self.next_check:
+            mark, self._mark = self._mark, self._builder.readings_created
+            yield from self._batches(created_before=mark)
+            self.next_check = time.monotonic() + self._interval
+
+    def drain(self) -> Iterator[Batch]:
+        """Everything held, in batches."""
+        yield from self._batches(created_before=None)
+
+    def _batches(self, *, created_before: int | None) -> Iterator[Batch]:
+        while len(self._builder):
+            batch = self._builder.take(self._batch_size, created_before=created_before)
+            if not len(batch):
+                return
+            yield batch
 
 
 @dataclass

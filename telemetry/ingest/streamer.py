@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from telemetry.ingest.batch import Batch, BatchBuilder, Sample, encode_batch
+from telemetry.ingest.batch import Batch, HeldReadings, Sample, encode_batch
 from telemetry.ingest.nvml import read_nvml
 from telemetry.ingest.sources import RejectHandler, RejectLog, read_path
 
@@ -165,7 +165,7 @@ class Streamer:
         # Every worker reads every row; only the first reports malformed ones, so each is counted once.
         rejects = RejectLog() if worker == 0 and config.shard[0] == 0 else _ignore_rejects
         publisher = self._publisher_factory()
-        held = HeldReadings(BatchBuilder(), config.batch_size, config.reorder_window, config.flush_interval)
+        held = HeldReadings(config.batch_size, config.reorder_window, config.flush_interval)
         reported_rejects = 0
         started = time.monotonic()
 
@@ -190,7 +190,7 @@ class Streamer:
         finally:
             publisher.close()
 
-    def _wait_for_rate(self, due: float, held: "HeldReadings", send: Callable[[Batch], None]) -> None:
+    def _wait_for_rate(self, due: float, held: HeldReadings, send: Callable[[Batch], None]) -> None:
         """Sleep until `due`, sending the readings that come of age meanwhile."""
         while not self._stop.is_set():
             for batch in held.ready():
@@ -199,52 +199,6 @@ class Streamer:
             if due <= now:
                 return
             self._stop.wait(max(min(due, held.next_check) - now, 0.001))
-
-
-class HeldReadings:
-    """The streamer's and backfill's hold on readings: a batch goes out when it is full or old.
-
-    Up to `reorder_window` samples beyond a batch are held, so a reading whose metrics lie far
-    apart in the source (a DCGM export lists a time step metric by metric) still leaves whole.
-    Every `flush_interval` seconds the readings that were already held at the previous check are
-    sent, so no sample waits more than two intervals, however slow the source.
-    """
-
-    def __init__(self, builder: BatchBuilder, batch_size: int, reorder_window: int, flush_interval: float | None) -> None:
-        self._builder = builder
-        self._batch_size = batch_size
-        self._window = reorder_window
-        self._interval = flush_interval
-        self._mark = 0
-        self.next_check = time.monotonic() + flush_interval if flush_interval is not None else float("inf")
-
-    def add(self, sample: Sample) -> bool:
-        """Hold `sample`; True when a batch is due (see `ready`)."""
-        self._builder.add(sample)
-        return len(self._builder) >= self._batch_size + self._window or time.monotonic() >= self.next_check
-
-    def __len__(self) -> int:
-        return len(self._builder)
-
-    def ready(self) -> Iterator[Batch]:
-        """The batches due now: full ones beyond the window, then those that came of age."""
-        while len(self._builder) >= self._batch_size + self._window:
-            yield self._builder.take(self._batch_size)
-        if time.monotonic() >= self.next_check:
-            mark, self._mark = self._mark, self._builder.readings_created
-            yield from self._batches(created_before=mark)
-            self.next_check = time.monotonic() + self._interval
-
-    def drain(self) -> Iterator[Batch]:
-        """Everything held, in batches."""
-        yield from self._batches(created_before=None)
-
-    def _batches(self, *, created_before: int | None) -> Iterator[Batch]:
-        while len(self._builder):
-            batch = self._builder.take(self._batch_size, created_before=created_before)
-            if not len(batch):
-                return
-            yield batch
 
 
 def _ignore_rejects(path: str, line: int, reason: str) -> None:

@@ -8,8 +8,8 @@ from datetime import timezone
 import pytest
 
 from telemetry.ingest.sources import read_path
-from telemetry.ingest.streamer import HeldReadings, in_share, parse_shard, restamp_now
-from telemetry.ingest.batch import BatchBuilder, GpuInfo, Sample as SourceSample
+from telemetry.ingest.streamer import in_share, parse_shard, restamp_now
+from telemetry.ingest.batch import GpuInfo, HeldReadings, Sample as SourceSample
 from telemetry.models import Gpu, IngestCounter
 from tests.samples import stored_count, stored_samples, stored_sum
 from tests.conftest import (
@@ -130,7 +130,7 @@ def test_now_timestamps_keep_a_tick_together():
 
 def test_held_readings_leave_whole_when_a_time_step_is_listed_metric_by_metric():
     gpus = [GpuInfo(f"GPU-{n}", "h", n, "", "") for n in range(50)]
-    held = HeldReadings(BatchBuilder(), batch_size=100, reorder_window=600, flush_interval=None)
+    held = HeldReadings(batch_size=100, reorder_window=600, flush_interval=None)
     batches = []
     for t in range(3):
         for metric in range(10):

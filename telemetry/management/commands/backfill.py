@@ -10,13 +10,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from config.celery import app
-from telemetry.ingest.batch import Batch, BatchBuilder, encode_batch
+from telemetry.ingest.batch import Batch, BatchBuilder, HeldReadings, encode_batch
 from telemetry.ingest.progress import Progress
 from telemetry.ingest.publisher import BatchPublisher, PublishAborted
 from telemetry.ingest.services import samples_persist
 from telemetry.ingest.signals import graceful_shutdown
 from telemetry.ingest.sources import RejectLog, SourceFormatError, csv_files, read_csv
-from telemetry.ingest.streamer import HeldReadings
 
 _DONE = None
 
@@ -62,7 +61,7 @@ class Command(BaseCommand):
             writer = threading.Thread(target=_drain, args=(batches, write, errors), name="backfill-writer")
             writer.start()
             try:
-                held = HeldReadings(BatchBuilder(), options["batch_size"], options["reorder_window"], flush_interval=None)
+                held = HeldReadings(options["batch_size"], options["reorder_window"], flush_interval=None)
                 self._parse(files, held, batches, rejects, totals, stop, errors)
             except SourceFormatError as exc:
                 raise CommandError(str(exc)) from None
