@@ -120,7 +120,8 @@ class BatchBuilder:
         """Samples held."""
         return self._samples
 
-    def add(self, sample: Sample) -> None:
+    def add(self, sample: Sample) -> int:
+        """Hold `sample` in its reading; returns the samples now held."""
         key = (sample.gpu.uuid, sample.timestamp_us)
         reading = self._readings.get(key)
         if reading is None:
@@ -129,6 +130,7 @@ class BatchBuilder:
         reading[2].append(sample.metric)
         reading[3].append(sample.value)
         self._samples += 1
+        return self._samples
 
     def take(self, samples: int | None = None, *, created_before: int | None = None) -> Batch:
         """The oldest readings, up to the first that brings the batch to `samples` samples.
@@ -174,19 +176,20 @@ class HeldReadings:
     def __init__(self, batch_size: int, reorder_window: int, flush_interval: float | None) -> None:
         self._builder = BatchBuilder()
         self._batch_size = batch_size
-        self._window = reorder_window
+        self._full = batch_size + reorder_window
         self._interval = flush_interval
         self._mark = 0
         self.next_check = time.monotonic() + flush_interval if flush_interval is not None else float("inf")
 
     def add(self, sample: Sample) -> bool:
-        """Hold `sample`; True when a batch is due (see `ready`)."""
-        self._builder.add(sample)
-        return len(self._builder) >= self._batch_size + self._window or time.monotonic() >= self.next_check
+        """Hold `sample`; True when a batch is due (see `ready`). Called once per row: kept lean."""
+        if self._builder.add(sample) >= self._full:
+            return True
+        return self._interval is not None and time.monotonic() >= self.next_check
 
     def ready(self) -> Iterator[Batch]:
         """The batches due now: full ones beyond the window, then those that came of age."""
-        while len(self._builder) >= self._batch_size + self._window:
+        while len(self._builder) >= self._full:
             yield self._builder.take(self._batch_size)
         if time.monotonic() >= self.next_check:
             mark, self._mark = self._mark, self._builder.readings_created
