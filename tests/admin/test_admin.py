@@ -7,7 +7,8 @@ from django.test.utils import CaptureQueriesContext
 
 from telemetry.admin import BoundedCountPaginator
 from telemetry.models import Gpu, Metric, Reading
-from tests.api.conftest import GPU_HOST, GPU_UUID, stored_sample_count
+from tests.api.conftest import GPU_HOST, GPU_UUID
+from tests.samples import stored_count
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,7 @@ def test_readings_filter_by_host_gpu_and_date(sample_data, admin_client):
     gpu = Gpu.objects.get(uuid=GPU_UUID)
     html = admin_client.get("/admin/telemetry/reading/", {"gpu__id__exact": gpu.pk}).content.decode()
     # The sample has this GPU's ten samples in four readings, listed newest first with their values by name.
-    assert "4 readings" in html and stored_sample_count(gpu=gpu) == 10
+    assert "4 readings" in html and stored_count(gpu=gpu) == 10
     assert html.index("2025-07-18 20:42:37") < html.index("2025-07-18 20:42:34")
     assert "DCGM_FI_DEV_POWER_USAGE: 156.596" in html
     assert admin_client.get("/admin/telemetry/reading/", {"gpu__uuid__exact": GPU_UUID}).content.decode().count(

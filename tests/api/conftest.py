@@ -8,16 +8,13 @@ from rest_framework.test import APIClient
 from telemetry.api import selectors
 from telemetry.ingest.batch import BatchBuilder
 from telemetry.ingest.services import samples_persist
-from telemetry.ingest.sources import read_path
+from tests.ingest.factories import file_batch
 
 SAMPLE_CSV = Path(__file__).resolve().parents[2] / "data" / "dcgm_metrics_20250718_134233.csv"
 
 
 def load_sample(path: Path = SAMPLE_CSV):
-    builder = BatchBuilder()
-    for sample in read_path(path, on_reject=lambda *args: None):
-        builder.add(sample)
-    return samples_persist(batch=builder.build(), max_per_gpu=0)
+    return samples_persist(batch=file_batch(path), max_per_gpu=0)
 
 
 @pytest.fixture(autouse=True)
@@ -56,22 +53,3 @@ def store_samples(*, uuid: str, hostname: str, index: int, rows: list[tuple[str,
     for metric, ts_us, value in rows:
         builder.add(Sample(gpu, metric, ts_us, value, None))
     return samples_persist(batch=builder.build(), max_per_gpu=0)
-
-
-def stored_sample_count(**filters) -> int:
-    """Samples stored in the readings matching `filters`: each reading's non-null values.
-
-    One aggregate in the database on PostgreSQL (the load test calls it while ingest runs);
-    counted in Python over the readings elsewhere.
-    """
-    from django.db import connection
-    from django.db.models import Func, IntegerField, Sum
-
-    from telemetry.models import Reading
-
-    readings = Reading.objects.filter(**filters)
-    if connection.vendor == "postgresql":
-        non_null = Func(Func("values", template="array_remove(%(expressions)s, NULL)"), function="cardinality",
-                        output_field=IntegerField())
-        return readings.aggregate(total=Sum(non_null))["total"] or 0
-    return sum(len(reading.samples()) for reading in readings.iterator(chunk_size=5000))

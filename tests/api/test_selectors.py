@@ -12,7 +12,8 @@ import pytest
 
 from telemetry.api import selectors
 from telemetry.models import Gpu, Metric
-from tests.api.conftest import GPU_HOST, GPU_UUID, stored_sample_count, store_samples
+from tests.api.conftest import GPU_HOST, GPU_UUID, store_samples
+from tests.samples import stored_count
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +50,7 @@ def _window_both(gpu_id, *, start=None, end=None, metric_ids=None, order="asc", 
 def test_window_agrees_with_the_portable_path_and_pages_by_time_then_metric(gappy):
     sql, portable = _window_both(gappy, limit=10**6)
     assert sql == portable
-    assert len(sql) == stored_sample_count(gpu_id=gappy) > 200
+    assert len(sql) == stored_count(gpu_id=gappy) > 200
     keys = [(selectors.time_parse(ts), metric_id) for ts, metric_id, _ in sql]
     assert keys == sorted(set(keys))  # strictly by (time, metric): no sample twice
     ids = list(Metric.objects.values_list("id", flat=True))
@@ -131,7 +132,7 @@ def test_latest_is_exact_for_metrics_missing_from_the_newest_readings(gappy):
 def test_metric_totals_count_each_non_null_value(gappy):
     sql, portable = selectors._totals_postgresql(), selectors._totals_portable()
     assert sql == portable
-    assert sum(count for count, _, _ in sql.values()) == stored_sample_count()
+    assert sum(count for count, _, _ in sql.values()) == stored_count()
     totals = {row["name"]: row for row in selectors.metric_totals(max_age=0)}
     assert totals["DCGM_FI_DEV_FB_FREE"]["sample_count"] == 247  # not in the added readings
     assert totals["DCGM_FI_DEV_GPU_UTIL"]["sample_count"] > 247

@@ -78,3 +78,9 @@ def test_parse_age(text, seconds):
 def test_trim_rejects_a_bad_age():
     with pytest.raises(CommandError, match="is not a number followed by"):
         run("trim", "--older-than", "soon")
+
+
+@pytest.mark.parametrize("command", ["backfill", "stream"])
+def test_a_negative_reorder_window_is_refused_by_name(command):
+    with pytest.raises(CommandError, match="--reorder-window must not be negative"):
+        call_command(command, str(SAMPLE_CSV), "--reorder-window", "-1")

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import pytest
 
 from telemetry.models import Gpu
-from tests.api.conftest import stored_sample_count
+from tests.samples import stored_count
 from tests.conftest import REPO, SAMPLE_CSV, subprocess_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,13 +79,13 @@ def test_fifty_clients_while_ingesting_get_no_error(api_server, worker_process, 
         cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        assert wait_until(lambda: Gpu.objects.count() >= 200 and stored_sample_count() >= 2000, timeout=60)
+        assert wait_until(lambda: Gpu.objects.count() >= 200 and stored_count() >= 2000, timeout=60)
         probe = Gpu.objects.first().uuid
         status, _ = get(api_server, f"/api/v1/gpus/{probe}/telemetry?limit=1")
         if status == 404:
             pytest.skip("/api/v1/gpus/{uuid}/telemetry answers 404: the API is not there yet")
         uuids = list(Gpu.objects.values_list("uuid", flat=True))
-        stored_before = stored_sample_count()
+        stored_before = stored_count()
 
         latencies: list[float] = []
         errors: list[str] = []
@@ -116,7 +116,7 @@ def test_fifty_clients_while_ingesting_get_no_error(api_server, worker_process, 
             thread.start()
         for thread in threads:
             thread.join()
-        stored_during = stored_sample_count() - stored_before
+        stored_during = stored_count() - stored_before
     finally:
         streamer.terminate()
         streamer.wait(timeout=60)
