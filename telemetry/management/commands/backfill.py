@@ -1,5 +1,7 @@
 """`manage.py backfill PATH...`: load CSV files keeping their timestamps, straight into storage."""
+import multiprocessing
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -7,13 +9,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection
+from django.db import connection, connections
 
 from config.celery import app
-from telemetry.ingest.batch import Batch, BatchBuilder, HeldReadings, encode_batch
+from telemetry.ingest.batch import Batch, BatchBuilder, HeldReadings, decode_batch, encode_batch
 from telemetry.ingest.progress import Progress
 from telemetry.ingest.publisher import BatchPublisher, PublishAborted
-from telemetry.ingest.services import samples_persist
+from telemetry.ingest.services import PersistResult, samples_persist
 from telemetry.ingest.signals import graceful_shutdown
 from telemetry.ingest.sources import RejectLog, SourceFormatError, csv_files, read_csv
 
@@ -53,10 +55,12 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         rejects = RejectLog()
         totals = Totals()
+        store = None if options["via_queue"] else StoreProcess(options["max_per_gpu"])
         with graceful_shutdown() as (stop, abort):
-            # Parsing (this thread) and writing (the writer thread) overlap on two cores.
+            # Parsing (this thread) and writing (the writer thread, and for direct writes the
+            # store process it hands batches to) overlap on two cores.
             batches: queue.Queue[Batch | None] = queue.Queue(maxsize=4)
-            write = self._queue_writer(abort, totals) if options["via_queue"] else self._direct_writer(options["max_per_gpu"], totals)
+            write = self._queue_writer(abort, totals) if store is None else self._direct_writer(store, totals)
             errors: list[BaseException] = []
             writer = threading.Thread(target=_drain, args=(batches, write, errors), name="backfill-writer")
             writer.start()
@@ -68,6 +72,8 @@ class Command(BaseCommand):
             finally:
                 batches.put(_DONE)
                 writer.join()
+                if store is not None:
+                    store.close()
         if errors:
             if isinstance(errors[0], PublishAborted):
                 raise CommandError(str(errors[0]))
@@ -106,9 +112,9 @@ class Command(BaseCommand):
         progress.update(done_bytes=done_bytes, rows=totals.rows_read + rejects.count, force=True)
 
     @staticmethod
-    def _direct_writer(max_per_gpu: int, totals: Totals) -> Callable[[Batch], None]:
+    def _direct_writer(store: "StoreProcess", totals: Totals) -> Callable[[Batch], None]:
         def write(batch: Batch) -> None:
-            result = samples_persist(batch=batch, max_per_gpu=max_per_gpu)
+            result = store.persist(batch)
             totals.stored += result.stored
             totals.duplicates += result.duplicates
 
@@ -145,3 +151,56 @@ def _drain(batches: "queue.Queue[Batch | None]", write: Callable[[Batch], None],
                     errors.append(exc)
     finally:
         connection.close()
+
+
+class StoreProcess:
+    """`samples_persist` in a child process, one batch at a time.
+
+    Parsing and writing in two threads of one process shared one core's worth of Python (the
+    GIL); with the writing in a process of its own each has a core. The child ignores SIGINT and
+    SIGTERM: this process decides when to stop, and the child stores every batch handed to it,
+    then exits when the pipe closes (also when this process dies).
+    """
+
+    def __init__(self, max_per_gpu: int) -> None:
+        context = multiprocessing.get_context("fork")
+        connections.close_all()  # the child opens its own; a shared socket would mix their queries
+        self._pipe, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_store_batches, args=(child_end, self._pipe, max_per_gpu), name="backfill-store", daemon=True
+        )
+        self._process.start()
+        child_end.close()
+
+    def persist(self, batch: Batch) -> PersistResult:
+        self._pipe.send_bytes(encode_batch(batch))
+        try:
+            outcome = self._pipe.recv()
+        except EOFError:
+            raise CommandError("the backfill store process ended unexpectedly") from None
+        if isinstance(outcome, str):
+            raise CommandError(f"storing a batch failed: {outcome}")
+        return outcome
+
+    def close(self) -> None:
+        self._pipe.close()
+        self._process.join()
+
+
+def _store_batches(pipe, parent_end, max_per_gpu: int) -> None:
+    parent_end.close()  # the fork's copy: left open, the parent's close would never reach this end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        while True:
+            try:
+                payload = pipe.recv_bytes()
+            except EOFError:
+                return
+            try:
+                pipe.send(samples_persist(batch=decode_batch(payload), max_per_gpu=max_per_gpu))
+            except Exception as exc:  # reported by the parent, which stops the backfill
+                pipe.send(f"{type(exc).__name__}: {exc}")
+                return
+    finally:
+        connections.close_all()
