@@ -18,6 +18,12 @@ class Gpu(models.Model):
     last_seen = models.DateTimeField(help_text="Time of the newest sample stored for this GPU.")
     # Kept by the collector so that trimming to the newest N needs no COUNT(*) per batch.
     sample_count = models.BigIntegerField(default=0, help_text="Samples currently stored for this GPU.")
+    # Every reading at or before this time has been trimmed away, so trimming walks the GPU's
+    # readings from here: the deleted rows before it stay in the index until VACUUM, and walking
+    # past them made each trim several times slower. Cleared when an older reading is stored.
+    trimmed_through = models.DateTimeField(
+        null=True, blank=True, help_text="Time of the newest reading removed by trimming; none older are stored."
+    )
 
     class Meta:
         ordering = ["hostname", "index"]

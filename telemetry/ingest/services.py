@@ -261,12 +261,13 @@ _BOOKKEEPING = """
     UPDATE telemetry_gpu AS g
     SET sample_count = g.sample_count + c.n,
         first_seen = CASE WHEN g.sample_count = 0 THEN c.oldest ELSE LEAST(g.first_seen, c.oldest) END,
-        last_seen = CASE WHEN g.sample_count = 0 THEN c.newest ELSE GREATEST(g.last_seen, c.newest) END
+        last_seen = CASE WHEN g.sample_count = 0 THEN c.newest ELSE GREATEST(g.last_seen, c.newest) END,
+        trimmed_through = CASE WHEN c.oldest <= g.trimmed_through THEN NULL ELSE g.trimmed_through END
     FROM per_gpu AS c
     WHERE g.id = c.gpu_id
     RETURNING g.id, g.sample_count, c.n
 )
-SELECT coalesce(sum(n), 0), (SELECT count(*) FROM stored),
+SELECT coalesce(sum(n), 0)::bigint, (SELECT count(*) FROM stored),
        coalesce(array_agg(id ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}'),
        coalesce(array_agg(sample_count - %(limit)s ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}')
 FROM counted
@@ -298,37 +299,43 @@ WITH candidates AS (
     RETURNING r.gpu_id, r."timestamp", c.added AS n
 )""" + _BOOKKEEPING
 _LOCK_GPUS = "SELECT 1 FROM telemetry_gpu WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-# Removes up to `excess` oldest samples of each GPU from its `fetch` oldest readings, found by
-# walking the (gpu, timestamp) index from its old end; whole readings are deleted by row address
-# (a TID scan, so the cost is what is removed, never a scan of the table) and the reading at the
-# boundary loses its first samples by metric id. Returns what each GPU lost. The GPU rows are
-# already locked by this transaction.
+# Removes up to `excess` oldest samples of each GPU from its `rows_read` oldest readings, found by
+# walking the (gpu, timestamp) index from the GPU's `trimmed_through`; whole readings are deleted
+# by row address (a TID scan, so the cost is what is removed, never a scan of the table) and the
+# reading at the boundary loses its first samples by metric id. Returns what each GPU lost, and
+# moves its `trimmed_through` to the newest reading deleted. The GPU rows are already locked by
+# this transaction.
 _TRIM_OLDEST = """
 WITH plan AS (
     SELECT o.gpu_id, o.row_ctid, o."timestamp" AS ts, o.n, least(o.n, c.excess - (o.upto - o.n)) AS drop_n
     FROM unnest(%s::integer[], %s::bigint[], %s::bigint[]) AS c(id, excess, rows_read)
+    JOIN telemetry_gpu AS g ON g.id = c.id
     CROSS JOIN LATERAL (
         SELECT r.gpu_id, r.row_ctid, r."timestamp", r.n, sum(r.n) OVER (ORDER BY r."timestamp") AS upto
         FROM (
             SELECT gpu_id, ctid AS row_ctid, "timestamp", cardinality(array_remove("values", NULL)) AS n
-            FROM telemetry_reading WHERE gpu_id = c.id ORDER BY "timestamp" LIMIT c.rows_read
+            FROM telemetry_reading
+            WHERE gpu_id = c.id AND "timestamp" > coalesce(g.trimmed_through, '-infinity')
+            ORDER BY "timestamp" LIMIT c.rows_read
         ) AS r
     ) AS o
     WHERE o.upto - o.n < c.excess
 ), gone AS (
     DELETE FROM telemetry_reading
     WHERE ctid = ANY(ARRAY(SELECT row_ctid FROM plan WHERE drop_n = n))
-    RETURNING gpu_id, cardinality(array_remove("values", NULL)) AS n
+    RETURNING gpu_id, cardinality(array_remove("values", NULL)) AS n, "timestamp" AS deleted
 ), cut AS (
     UPDATE telemetry_reading AS r SET "values" = telemetry_values_drop(r."values", p.drop_n)
     FROM plan AS p
     WHERE r.ctid = ANY(ARRAY(SELECT row_ctid FROM plan WHERE drop_n < n))
       AND p.gpu_id = r.gpu_id AND p.ts = r."timestamp"
-    RETURNING r.gpu_id, p.drop_n AS n
+    RETURNING r.gpu_id, p.drop_n AS n, NULL::timestamptz AS deleted
 ), removed AS (
-    SELECT gpu_id, sum(n) AS n FROM (SELECT * FROM gone UNION ALL SELECT * FROM cut) AS both_kinds GROUP BY gpu_id
+    SELECT gpu_id, sum(n) AS n, max(deleted) AS through
+    FROM (SELECT * FROM gone UNION ALL SELECT * FROM cut) AS both_kinds GROUP BY gpu_id
 )
-UPDATE telemetry_gpu AS g SET sample_count = g.sample_count - removed.n
+UPDATE telemetry_gpu AS g
+SET sample_count = g.sample_count - removed.n, trimmed_through = GREATEST(g.trimmed_through, removed.through)
 FROM removed WHERE g.id = removed.gpu_id
 RETURNING g.id, removed.n
 """
@@ -347,6 +354,9 @@ def _persist_copy(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
     rows = readings_by_key(batch, gpu_ids, metric_ids, label_ids)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_STAGING_DDL)
+        # Empty at a commit, but a caller's outer transaction (a test, a script) spans several
+        # batches: rows of an earlier one, since trimmed, would be stored again.
+        cursor.execute("DELETE FROM reading_staging")
         with cursor.copy("COPY reading_staging (gpu_id, ts_us, label_set_id, vals) FROM STDIN") as copy:
             copy.write(_copy_text(rows))
         cursor.execute(_INSERT_READINGS, {"limit": max_per_gpu})
@@ -422,7 +432,9 @@ def _persist_orm(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
             gpu.sample_count += span.stored
             gpu.first_seen = min(gpu.first_seen, span.oldest) if had_samples else span.oldest
             gpu.last_seen = max(gpu.last_seen, span.newest) if had_samples else span.newest
-            gpu.save(update_fields=["sample_count", "first_seen", "last_seen"])
+            if gpu.trimmed_through is not None and span.oldest <= gpu.trimmed_through:
+                gpu.trimmed_through = None
+            gpu.save(update_fields=["sample_count", "first_seen", "last_seen", "trimmed_through"])
         counts = Gpu.objects.filter(id__in=spans, sample_count__gt=max_per_gpu).values_list("id", "sample_count")
         trimmed = _trim_orm(dict(counts), max_per_gpu) if max_per_gpu else 0
     return sum(span.stored for span in spans.values()), trimmed

@@ -142,3 +142,20 @@ def test_trimming_reaches_back_past_readings_narrower_than_the_batch(writer):
     kept = [ts for _, _, ts, _ in stored_samples()]
     assert sorted(kept) == sorted([to_datetime(1_752_871_358_000_000), to_datetime(1_752_871_359_000_000)] + [to_datetime(NEWER)] * 2)
     assert Gpu.objects.get().sample_count == 4
+
+
+@pytest.mark.parametrize("writer", ["copy", "orm"])
+def test_a_reading_older_than_the_trimmed_ones_is_still_trimmed_first(writer):
+    for tick in range(4):
+        samples_persist(batch=fleet_batch(gpus=1, ticks=1, start_us=NEWER + tick * 1_000_000), max_per_gpu=4, writer=writer)
+    gpu_row = Gpu.objects.get()
+    if writer == "copy":
+        # The walk starts after the newest reading trimmed away, past rows still in the index.
+        assert gpu_row.trimmed_through == to_datetime(NEWER + 1_000_000)
+    old = fleet_batch(gpus=1, ticks=1)  # far older than everything trimmed so far
+    samples_persist(batch=old, max_per_gpu=4, writer=writer)
+    if writer == "copy":
+        # Storing it cleared trimmed_through, so the walk started over and trimmed it first.
+        assert Gpu.objects.get().trimmed_through == to_datetime(old.ts[0])
+    kept = sorted({ts for _, _, ts, _ in stored_samples()})
+    assert kept == [to_datetime(NEWER + 2_000_000), to_datetime(NEWER + 3_000_000)]
