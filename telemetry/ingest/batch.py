@@ -27,7 +27,7 @@ The Celery task `telemetry.ingest.persist_batch` takes the encoded bytes as its 
 decodes them itself, so an undecodable batch is a task failure that is dead-lettered and counted.
 """
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -154,7 +154,7 @@ class BatchBuilder:
             batch.ts.append(key[1])
             batch.label.append(tables.label_index(labels))
             batch.size.append(len(values))
-            batch.metric.extend(tables.metric_index(name) for name in metrics)
+            batch.metric.extend(tables.metric_indexes(metrics))
             batch.value.extend(values)
         self._samples -= taken
         return batch
@@ -187,6 +187,19 @@ class HeldReadings:
             return True
         return self._interval is not None and time.monotonic() >= self.next_check
 
+    def feed(self, samples: Iterable[Sample | None]) -> Iterator[Batch]:
+        """Hold each of `samples`, yielding the batches that come due meanwhile (see `ready`).
+
+        A source with nothing to give yet may yield None: the flush deadline is still checked.
+        This is the streamer's and backfill's loop over rows, one function with its lookups in
+        locals: a method call per row here was a tenth of the streamer's time.
+        """
+        add, full, clock = self._builder.add, self._full, time.monotonic
+        for sample in samples:
+            if sample is not None and add(sample) < full and clock() < self.next_check:
+                continue
+            yield from self.ready()
+
     def ready(self) -> Iterator[Batch]:
         """The batches due now: full ones beyond the window, then those that came of age."""
         while len(self._builder) >= self._full:
@@ -216,8 +229,10 @@ class _Tables:
     metrics: list[str] = field(default_factory=list)
     labels: list[Labels] = field(default_factory=list)
     _gpu_ids: dict[str, int] = field(default_factory=dict)
-    _metric_ids: dict[str, int] = field(default_factory=dict)
     _label_ids: dict[Labels, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._metric_ids = _Positions(self.metrics)
 
     def gpu_index(self, gpu: GpuInfo) -> int:
         index = self._gpu_ids.get(gpu.uuid)
@@ -226,12 +241,9 @@ class _Tables:
             self.gpus.append(gpu)
         return index
 
-    def metric_index(self, name: str) -> int:
-        index = self._metric_ids.get(name)
-        if index is None:
-            index = self._metric_ids[name] = len(self.metrics)
-            self.metrics.append(name)
-        return index
+    def metric_indexes(self, names: list[str]) -> Iterator[int]:
+        """The index of each of `names`, mapped in C: this runs once per sample."""
+        return map(self._metric_ids.__getitem__, names)
 
     def label_index(self, labels: Labels | None) -> int:
         if labels is None:
@@ -241,6 +253,19 @@ class _Tables:
             index = self._label_ids[labels] = len(self.labels)
             self.labels.append(labels)
         return index
+
+
+class _Positions(dict):
+    """Each value's position in `table`; looking up a new value appends it to the table."""
+
+    def __init__(self, table: list) -> None:
+        super().__init__()
+        self.table = table
+
+    def __missing__(self, value):
+        position = self[value] = len(self.table)
+        self.table.append(value)
+        return position
 
 
 def encode_batch(batch: Batch) -> bytes:

@@ -167,7 +167,6 @@ class Streamer:
         publisher = self._publisher_factory()
         held = HeldReadings(config.batch_size, config.reorder_window, config.flush_interval)
         reported_rejects = 0
-        started = time.monotonic()
 
         def send(batch: Batch) -> None:
             nonlocal reported_rejects
@@ -176,13 +175,12 @@ class Streamer:
             self.stats.add_batch(len(batch), batch.rejected)
             reported_rejects += batch.rejected
 
+        samples = self._source(worker, rejects)
+        if config.rate:
+            samples = self._paced(samples, held)
         try:
-            for sent, sample in enumerate(self._source(worker, rejects), start=1):
-                if held.add(sample):
-                    for batch in held.ready():
-                        send(batch)
-                if config.rate:
-                    self._wait_for_rate(started + sent / config.rate, held, send)
+            for batch in held.feed(samples):
+                send(batch)
                 if self._stop.is_set():
                     break
             for batch in held.drain():
@@ -190,15 +188,19 @@ class Streamer:
         finally:
             publisher.close()
 
-    def _wait_for_rate(self, due: float, held: HeldReadings, send: Callable[[Batch], None]) -> None:
-        """Sleep until `due`, sending the readings that come of age meanwhile."""
-        while not self._stop.is_set():
-            for batch in held.ready():
-                send(batch)
-            now = time.monotonic()
-            if due <= now:
+    def _paced(self, samples: Iterator[Sample], held: HeldReadings) -> Iterator[Sample | None]:
+        """`samples` at the configured rate, until stopped; None after each wait, so the hold sends
+        what came of age meanwhile."""
+        started = time.monotonic()
+        for sent, sample in enumerate(samples, start=1):
+            yield sample
+            due = started + sent / self.config.rate
+            while (now := time.monotonic()) < due:
+                if self._stop.wait(max(min(due, held.next_check) - now, 0.001)):
+                    return
+                yield None
+            if self._stop.is_set():
                 return
-            self._stop.wait(max(min(due, held.next_check) - now, 0.001))
 
 
 def _ignore_rejects(path: str, line: int, reason: str) -> None:
