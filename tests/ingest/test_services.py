@@ -1,8 +1,9 @@
 """The collector's service against the real PostgreSQL: idempotent storage, both write paths, trimming."""
 import pytest
+from django.db import connection
 
-from telemetry.ingest.batch import BatchBuilder
-from telemetry.ingest.services import samples_persist, samples_trim, to_datetime
+from telemetry.ingest.batch import BatchBuilder, GpuInfo, Sample
+from telemetry.ingest.services import int_array, samples_persist, samples_trim, text_array, to_datetime
 from telemetry.models import Gpu, IngestCounter, LabelSet, Reading
 from tests.conftest import SAMPLE_COUNT, SAMPLE_GPUS, SAMPLE_HOSTS, SAMPLE_VALUE_SUM
 from tests.ingest.factories import METRICS, file_batch, fleet_batch, gpu
@@ -50,6 +51,25 @@ def test_a_batch_stored_twice_stores_nothing_twice(writer):
     assert list(Gpu.objects.values_list("sample_count", flat=True)) == [8, 8, 8]
     counters = dict(IngestCounter.objects.values_list("name", "value"))
     assert (counters["samples_stored"], counters["samples_duplicate"]) == (24, 24)
+
+
+def test_array_literals_reach_postgresql_as_written():
+    odd = ['GPU-"quoted"', "GPU-back\\slash", "GPU-{braces},comma", "GPU- spaced ", "NULL", "GPU-ü", ""]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::text[], %s::bigint[]", [text_array(odd), int_array([3, -1, 2**40])])
+        assert cursor.fetchone() == (odd, [3, -1, 2**40])
+
+
+def test_gpus_named_with_quotes_and_backslashes_are_found_again():
+    odd = ['GPU-"quoted"', "GPU-back\\slash", "GPU-{braces},comma"]
+    builder = BatchBuilder()
+    for n, uuid in enumerate(odd):
+        builder.add(Sample(GpuInfo(uuid, "host", n, "", ""), METRICS[0], 1_752_871_354_000_000, float(n), None))
+    batch = builder.build()
+    assert samples_persist(batch=batch, max_per_gpu=0).stored == len(odd)
+    again = samples_persist(batch=batch, max_per_gpu=0)
+    assert (again.stored, again.duplicates) == (0, len(odd))
+    assert sorted(Gpu.objects.values_list("uuid", flat=True)) == sorted(odd)
 
 
 def test_duplicates_inside_one_batch_are_stored_once():
