@@ -29,6 +29,7 @@ decodes them itself, so an undecodable batch is a task failure that is dead-lett
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import NamedTuple
 
 import msgpack
@@ -327,7 +328,8 @@ def _validate_columns(batch: Batch) -> None:
         raise BatchDecodeError("batch columns are not lists")
     if len({len(c) for c in per_reading}) != 1 or len({len(c) for c in per_sample}) != 1:
         raise BatchDecodeError("batch columns are not lists of one length")
-    if not all(type(n) is int and n > 0 for n in batch.size) or sum(batch.size) != len(batch.value):
+    # Checks over whole columns run in C (map, set, min): a generator per sample took 9 ms a batch.
+    if not _only(batch.size, int) or (batch.size and min(batch.size) < 1) or sum(batch.size) != len(batch.value):
         raise BatchDecodeError("reading sizes do not add up to the sample columns")
     if batch.gpu and not (0 <= min(batch.gpu) and max(batch.gpu) < len(batch.gpus)):
         raise BatchDecodeError("a GPU index is out of range")
@@ -335,9 +337,14 @@ def _validate_columns(batch: Batch) -> None:
         raise BatchDecodeError("a metric index is out of range")
     if batch.label and not (NO_LABELS <= min(batch.label) and max(batch.label) < len(batch.labels)):
         raise BatchDecodeError("a label index is out of range")
-    if not all(type(t) is int for t in batch.ts):
+    if not _only(batch.ts, int):
         raise BatchDecodeError("a timestamp is not an integer")
-    if not all(type(v) is float or type(v) is int for v in batch.value):
+    if not _only(batch.value, float, int):
         raise BatchDecodeError("a value is not a number")
-    if any(v != v or v in (float("inf"), float("-inf")) for v in batch.value):
+    if not all(map(isfinite, batch.value)):
         raise BatchDecodeError("a value is not finite")
+
+
+def _only(column: list, *types: type) -> bool:
+    """Every entry's type is one of `types` exactly (so True, a bool, is not an int)."""
+    return set(map(type, column)) <= set(types)

@@ -16,9 +16,10 @@ serialise on nothing but the short per-GPU bookkeeping.
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from collections.abc import Iterable
+from operator import itemgetter
 from typing import Literal
 
 from django.db import connection, transaction
@@ -194,10 +195,21 @@ def readings_by_key(batch: Batch, gpu_ids: list[int], metric_ids: list[int], lab
     values of one sample the first is kept, as the table keeps the first ever stored."""
     rows: ReadingRows = {}
     positions = [metric_id - 1 for metric_id in metric_ids]
+    # Readings mostly list the same metrics in the same order: for each such list, one itemgetter
+    # (in C) puts a reading's values in metric-id order; a loop per sample took 15 ms a batch.
+    orders: dict[tuple[int, ...], itemgetter | None] = {}
     for g, ts, lab, metrics, values in batch.readings():
-        row = rows.get((gpu_ids[g], ts))
+        key = (gpu_ids[g], ts)
+        row = rows.get(key)
         if row is None:
-            row = rows[(gpu_ids[g], ts)] = (label_ids[lab] if lab != NO_LABELS else None, [])
+            layout = tuple(metrics)
+            if layout not in orders:
+                orders[layout] = _slot_order(layout, positions)
+            order = orders[layout]
+            if order is not None:
+                rows[key] = (label_ids[lab] if lab != NO_LABELS else None, list(order(values)))
+                continue
+            row = rows[key] = (label_ids[lab] if lab != NO_LABELS else None, [])
         slots = row[1]
         for m, value in zip(metrics, values):
             i = positions[m]
@@ -206,6 +218,18 @@ def readings_by_key(batch: Batch, gpu_ids: list[int], metric_ids: list[int], lab
             if slots[i] is None:
                 slots[i] = value
     return rows
+
+
+def _slot_order(metrics: tuple[int, ...], positions: list[int]) -> itemgetter | None:
+    """A getter of a reading's values in slot order, when its metrics fill slots 0…n-1 once each."""
+    slots = [positions[m] for m in metrics]
+    if sorted(slots) != list(range(len(slots))):
+        return None
+    by_slot = [0] * len(slots)
+    for j, slot in enumerate(slots):
+        by_slot[slot] = j
+    # itemgetter of one index gives the value itself, not a tuple: a slice keeps the result a sequence.
+    return itemgetter(*by_slot) if len(by_slot) > 1 else itemgetter(slice(None))
 
 
 def values_merge(stored: list[float | None], incoming: list[float | None]) -> tuple[list[float | None], int]:
@@ -358,9 +382,10 @@ RETURNING g.id, removed.n
 
 
 def _copy_text(rows: ReadingRows) -> str:
+    # A list's str() is its values' repr, joined in C: an array literal once None reads NULL.
     return "".join(
         f"{gpu_id}\t{ts}\t{_NULL if label is None else label}\t"
-        f"{{{','.join('NULL' if value is None else repr(value) for value in values)}}}\n"
+        f"{{{str(values)[1:-1].replace('None', 'NULL')}}}\n"
         for (gpu_id, ts), (label, values) in rows.items()
     )
 

@@ -64,6 +64,30 @@ def test_undecodable_batches_are_refused_with_a_reason(payload, message):
         decode_batch(payload)
 
 
+def _one_reading(**columns) -> bytes:
+    batch = {"v": 2, "gpus": [["u", "h", 0, "d", "m"]], "metrics": ["m", "n"], "labels": [], "gpu": [0], "ts": [1],
+             "label": [-1], "size": [2], "metric": [0, 1], "value": [1.0, 2]}
+    return msgpack.packb({**batch, **columns})
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ({"value": [1.0, float("nan")]}, "a value is not finite"),
+        ({"value": [float("-inf"), 1.0]}, "a value is not finite"),
+        ({"value": [1.0, "2"]}, "a value is not a number"),
+        ({"value": [True, 1.0]}, "a value is not a number"),
+        ({"ts": [1.5]}, "a timestamp is not an integer"),
+        ({"size": [0], "metric": [], "value": []}, "reading sizes do not add up"),
+        ({"size": [True, 1]}, "not lists of one length"),
+    ],
+)
+def test_bad_columns_are_refused_by_name(columns, message):
+    with pytest.raises(BatchDecodeError, match=message):
+        decode_batch(_one_reading(**columns))
+    assert len(decode_batch(_one_reading())) == 2
+
+
 def test_samples_of_one_gpu_and_time_form_one_reading():
     builder = BatchBuilder()
     for metric in ("a", "b", "c"):

@@ -2,8 +2,8 @@
 import pytest
 from django.db import connection
 
-from telemetry.ingest.batch import BatchBuilder, GpuInfo, Sample
-from telemetry.ingest.services import int_array, samples_persist, samples_trim, text_array, to_datetime
+from telemetry.ingest.batch import Batch, BatchBuilder, GpuInfo, Sample
+from telemetry.ingest.services import int_array, readings_by_key, samples_persist, samples_trim, text_array, to_datetime
 from telemetry.models import Gpu, IngestCounter, LabelSet, Reading
 from tests.conftest import SAMPLE_COUNT, SAMPLE_GPUS, SAMPLE_HOSTS, SAMPLE_VALUE_SUM
 from tests.ingest.factories import METRICS, file_batch, fleet_batch, gpu
@@ -179,3 +179,21 @@ def test_a_reading_older_than_the_trimmed_ones_is_still_trimmed_first(writer):
         assert Gpu.objects.get().trimmed_through == to_datetime(old.ts[0])
     kept = sorted({ts for _, _, ts, _ in stored_samples()})
     assert kept == [to_datetime(NEWER + 2_000_000), to_datetime(NEWER + 3_000_000)]
+
+
+def test_readings_by_key_puts_each_value_in_its_metric_slot_and_keeps_the_first():
+    # Batch metric indexes 0, 1, 2 are database metric ids 3, 1, 2 (slots 2, 0, 1).
+    batch = Batch(
+        gpus=[gpu(0), gpu(1)], metrics=["c", "a", "b"], labels=[], label=[-1] * 6,
+        gpu=[0, 1, 0, 1, 0, 1], ts=[10, 10, 20, 20, 10, 30], size=[3, 3, 3, 3, 1, 1],
+        metric=[0, 1, 2, 0, 1, 2, 2, 1, 0, 1, 1, 0, 2, 0],
+        value=[3.0, 1.0, 2.0, 13.0, 11.0, 12.0, 22.0, 21.0, 23.0, 31.0, 32.0, 3.5, 9.0, 7.0],
+    )
+    rows = readings_by_key(batch, gpu_ids=[101, 102], metric_ids=[3, 1, 2], label_ids=[])
+    assert rows == {
+        (101, 10): (None, [1.0, 2.0, 3.0]),  # a second part adds nothing: every slot was filled first
+        (102, 10): (None, [11.0, 12.0, 13.0]),
+        (101, 20): (None, [21.0, 22.0, 23.0]),  # another order, the same slots
+        (102, 20): (None, [31.0, None, 3.5]),  # metric "a" twice: the first value stays
+        (102, 30): (None, [None, None, 7.0]),
+    }
