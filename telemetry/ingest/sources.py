@@ -250,9 +250,19 @@ def _missing(header: list[str], required: Iterable[str]) -> list[str]:
 
 
 def read_csv(
-    stream: BinaryIO, *, path: str, on_reject: RejectHandler, local_hostname: str | None = None
+    stream: BinaryIO,
+    *,
+    path: str,
+    on_reject: RejectHandler,
+    local_hostname: str | None = None,
+    first_line: int | None = None,
 ) -> Iterator[Sample]:
-    """Samples from one CSV stream, its format detected from the header."""
+    """Samples from one CSV stream, its format detected from the header.
+
+    `first_line` is the line number of the row after the header, for a stream that is a file's
+    header followed by a range of its lines from further on (see `file_ranges`), so rejects name
+    the file's own lines; by default rows are numbered on from the header.
+    """
     lines = _Lines(_open_text(stream))
     reader = csv.reader(lines)
     try:
@@ -262,6 +272,8 @@ def read_csv(
     except csv.Error as exc:
         raise SourceFormatError(f"{path}: unreadable header: {exc}") from None
     lines.advance(lines.taken)
+    if first_line is not None:
+        lines.number = first_line
     header = [name.strip() for name in header]
     rows = _rows(lines, reader, len(header), path, on_reject)
     dcgm_hint = {"metric_name", "labels_raw"} & set(header)
