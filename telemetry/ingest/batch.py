@@ -182,12 +182,6 @@ class HeldReadings:
         self._mark = 0
         self.next_check = time.monotonic() + flush_interval if flush_interval is not None else float("inf")
 
-    def add(self, sample: Sample) -> bool:
-        """Hold `sample`; True when a batch is due (see `ready`). Called once per row: kept lean."""
-        if self._builder.add(sample) >= self._full:
-            return True
-        return self._interval is not None and time.monotonic() >= self.next_check
-
     def feed(self, samples: Iterable[Sample | None]) -> Iterator[Batch]:
         """Hold each of `samples`, yielding the batches that come due meanwhile (see `ready`).
 

@@ -132,13 +132,10 @@ def test_now_timestamps_keep_a_tick_together():
 def test_held_readings_leave_whole_when_a_time_step_is_listed_metric_by_metric():
     gpus = [GpuInfo(f"GPU-{n}", "h", n, "", "") for n in range(50)]
     held = HeldReadings(batch_size=100, reorder_window=600, flush_interval=None)
-    batches = []
-    for t in range(3):
-        for metric in range(10):
-            for gpu in gpus:
-                if held.add(SourceSample(gpu, f"m{metric}", t, 1.0, None)):
-                    batches += held.ready()
-    batches += held.drain()
+    source = (SourceSample(gpu, f"m{metric}", t, 1.0, None) for t in range(3) for metric in range(10) for gpu in gpus)
+    fed = list(held.feed(source))
+    assert len(fed) == 8  # batches go out while the source runs, once more than the window is held
+    batches = [*fed, *held.drain()]
     assert sum(len(b) for b in batches) == 1500
     assert {size for b in batches for size in b.size} == {10}  # every reading whole
 
