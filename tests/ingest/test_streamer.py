@@ -134,7 +134,7 @@ def test_held_readings_leave_whole_when_a_time_step_is_listed_metric_by_metric()
     held = HeldReadings(batch_size=100, reorder_window=600, flush_interval=None)
     source = (SourceSample(gpu, f"m{metric}", t, 1.0, None) for t in range(3) for metric in range(10) for gpu in gpus)
     fed = list(held.feed(source))
-    assert len(fed) == 8  # batches go out while the source runs, once more than the window is held
+    assert len(fed) == 9  # (1,500 samples - a window of 600) / 100: sent while the source runs
     batches = [*fed, *held.drain()]
     assert sum(len(b) for b in batches) == 1500
     assert {size for b in batches for size in b.size} == {10}  # every reading whole
