@@ -61,6 +61,14 @@ def tables_truncate() -> None:
         )
 
 
+def tables_vacuum() -> None:
+    """VACUUM ANALYZE the telemetry tables: what autovacuum does some time after a load, done now."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE telemetry_reading, telemetry_gpu, telemetry_metric, telemetry_labelset")
+
+
 def counter(name: str) -> int:
     from django.db import connection
 
