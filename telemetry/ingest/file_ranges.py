@@ -56,6 +56,12 @@ def line_ranges(path: Path, parts: int) -> list[LineRange]:
     return [LineRange(path, header_end, start, end, line) for start, end, line in zip(starts, cuts[1:], first_lines)]
 
 
+def worker_shares(files: list[Path], workers: int) -> list[list[LineRange]]:
+    """Each file cut into `workers` ranges; worker i's share is range i of every file, in file order."""
+    ranges_by_file = [line_ranges(path, workers) for path in files]
+    return [[ranges[i] for ranges in ranges_by_file] for i in range(workers)]
+
+
 def open_range(line_range: LineRange) -> io.BufferedReader:
     """The header line, the range's lines and, unless they end the file, an empty line: one binary stream.
 

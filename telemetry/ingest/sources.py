@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from telemetry.ingest.batch import GpuInfo, Labels, Sample
+from telemetry.ingest.file_ranges import LineRange, open_range
 
 logger = logging.getLogger(__name__)
 
@@ -479,6 +480,15 @@ def read_path(location: Path, *, on_reject: RejectHandler) -> Iterator[Sample]:
     for file_path in csv_files(location):
         with open(file_path, "rb") as stream:
             yield from read_csv(stream, path=str(file_path), on_reject=on_reject)
+
+
+def read_line_ranges(ranges: Iterable[LineRange], *, on_reject: RejectHandler) -> Iterator[Sample]:
+    """Samples from ranges of files' lines (see `file_ranges`), one after another, each read behind its
+    file's header; rejects name the file's own line numbers."""
+    for line_range in ranges:
+        with open_range(line_range) as stream:
+            yield from read_csv(stream, path=str(line_range.path), on_reject=on_reject,
+                                first_line=line_range.first_line)
 
 
 class RejectLog:

@@ -1,26 +1,40 @@
 """The streamer: reads a source, batches samples, publishes each batch as a Celery task at a set rate.
 
-Each worker is a thread with its own source iterator and broker connection; it keeps only its
-share of the GPUs (crc32 of the UUID), nested inside this process's `--shard i/n`, so several
-workers and several streamers never emit the same row. A held batch is sent before exit.
+Parsing is a core's worth of Python per row, so with `workers` > 1 a CSV source is read by that
+many forked processes (see `processes`): each file is cut into as many ranges of whole lines, and
+each worker streams its range of every file, in file order, through its own reorder window and its
+own publisher (the publisher factory is called in the worker). `shard` keeps a share of the GPUs
+(crc32 of the UUID) in every worker, so several streamers never emit the same row. NVML is one
+machine's GPUs, polled: it is streamed by one worker in this process whatever `workers` says.
+Every worker sends what it holds before it ends.
 """
 import itertools
 import logging
+import multiprocessing
+import multiprocessing.synchronize
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
-from telemetry.ingest.batch import Batch, HeldReadings, Sample, encode_batch
+from telemetry.ingest.batch import Batch, BatchBuilder, HeldReadings, Sample, encode_batch
+from telemetry.ingest.file_ranges import LineRange, worker_shares
 from telemetry.ingest.nvml import read_nvml
-from telemetry.ingest.sources import RejectHandler, RejectLog, read_path
+from telemetry.ingest.processes import WorkerPool, WorkerSlot
+from telemetry.ingest.sources import (
+    RejectHandler, RejectLog, SourceFormatError, csv_files, read_line_ranges, read_path,
+)
 
 logger = logging.getLogger(__name__)
 
 TimestampMode = Literal["now", "source"]
+# What tells a worker to stop: the command's Event in this process, the pool's in a worker process.
+StopEvent = threading.Event | multiprocessing.synchronize.Event
 
 
 @dataclass(frozen=True)
@@ -51,21 +65,36 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+class Tally(Protocol):
+    """Where a worker counts what it publishes: StreamStats in this process, _WorkerTally in a worker process."""
+
+    def publishing(self) -> None:
+        """Called right before each publish."""
+
+    def add_batch(self, samples: int, rejected: int) -> None:
+        """Called after each publish."""
+
+
 class StreamStats:
-    """Counters shared by the workers and the progress reporter."""
+    """What was streamed: one worker's counts, or the sums of the worker processes' counts."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.samples = 0
         self.batches = 0
         self.rejected = 0
         self.started = time.monotonic()
+        # time.time() right before the first publish of any worker: a wall-clock time, comparable
+        # across processes (perf_counter's is not), for timing a stream from its first publish.
+        self.first_publish_at: float | None = None
+
+    def publishing(self) -> None:
+        if self.first_publish_at is None:
+            self.first_publish_at = time.time()
 
     def add_batch(self, samples: int, rejected: int) -> None:
-        with self._lock:
-            self.samples += samples
-            self.batches += 1
-            self.rejected += rejected
+        self.samples += samples
+        self.batches += 1
+        self.rejected += rejected
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -73,6 +102,32 @@ class StreamStats:
             f"streamed {self.samples} samples in {self.batches} batches "
             f"({self.samples / elapsed:.0f} samples/s), {self.rejected} rows rejected"
         )
+
+
+_COUNTERS = ("samples", "batches", "rejected")
+
+
+class _WorkerTally:
+    """A worker process's counts, shown to the parent through its counter slot; the first publish of
+    all workers through one shared time (0.0 until then)."""
+
+    def __init__(self, slot: WorkerSlot, first_publish_at: "Synchronized[float]") -> None:
+        self._slot = slot
+        self._first_publish_at = first_publish_at
+        self._counts = StreamStats()
+
+    def publishing(self) -> None:
+        if self._counts.first_publish_at is not None:
+            return
+        self._counts.publishing()
+        with self._first_publish_at.get_lock():  # the earliest worker's time stays
+            if not self._first_publish_at.value:
+                self._first_publish_at.value = self._counts.first_publish_at
+
+    def add_batch(self, samples: int, rejected: int) -> None:
+        counts = self._counts
+        counts.add_batch(samples, rejected)
+        self._slot.report(samples=counts.samples, batches=counts.batches, rejected=counts.rejected)
 
 
 def restamp_now(samples: Iterator[Sample]) -> Iterator[Sample]:
@@ -86,11 +141,26 @@ def restamp_now(samples: Iterator[Sample]) -> Iterator[Sample]:
         yield sample._replace(timestamp_us=now_us)
 
 
-def in_share(uuid: str, shard: tuple[int, int], worker: int, workers: int) -> bool:
-    """Shard `shard` of the GPUs, then worker `worker`'s part of that shard."""
-    digest = zlib.crc32(uuid.encode())
+def in_share(uuid: str, shard: tuple[int, int]) -> bool:
+    """Whether a GPU is in shard `shard` (index, count) of the GPUs."""
     index, count = shard
-    return digest % count == index and (digest // count) % workers == worker
+    return zlib.crc32(uuid.encode()) % count == index
+
+
+def _in_shard(samples: Iterator[Sample], shard: tuple[int, int]) -> Iterator[Sample]:
+    # A GPU's share is computed once, not a crc32 of its UUID per row.
+    mine: dict[str, bool] = {}
+    for sample in samples:
+        uuid = sample.gpu.uuid
+        owned = mine.get(uuid)
+        if owned is None:
+            owned = mine[uuid] = in_share(uuid, shard)
+        if owned:
+            yield sample
+
+
+# Reads a CSV source once from the start, reporting malformed rows to the handler.
+ReadOnce = Callable[[RejectHandler], Iterator[Sample]]
 
 
 class Streamer:
@@ -102,93 +172,133 @@ class Streamer:
         stop: threading.Event,
         abort: threading.Event,
     ) -> None:
+        """`publisher_factory` makes a worker's publisher, in the worker: in a forked worker process when
+        `config.workers` > 1 (what it records there stays there; `run()`'s stats say what the parent
+        needs, such as `first_publish_at`)."""
         self.config = config
         self.stats = StreamStats()
         self._publisher_factory = publisher_factory
         self._stop = stop
         self._abort = abort
-        self._errors: list[BaseException] = []
 
     def run(self) -> StreamStats:
-        """Stream until the source ends (or forever with --loop) or `stop` is set; then flush."""
-        threads = [
-            threading.Thread(target=self._worker_main, args=(w,), name=f"streamer-{w}", daemon=True)
-            for w in range(self.config.workers)
-        ]
-        for thread in threads:
-            thread.start()
-        while any(t.is_alive() for t in threads):
-            for thread in threads:
-                thread.join(timeout=self.config.progress_interval / len(threads))
-            if any(t.is_alive() for t in threads):
-                logger.info(self.stats.line())
-        if self._errors:
-            raise self._errors[0]
+        """Stream until the source ends (or forever with --loop) or `stop` is set; then flush.
+
+        Raises WorkersFailed if a worker process fails and WorkersAborted if `abort` is set while
+        worker processes run."""
+        if self.config.source == "nvml" or self.config.workers == 1:
+            if self.config.workers > 1:
+                logger.info("--workers %d does not apply to nvml: one worker polls this machine's GPUs",
+                            self.config.workers)
+            self._run_here()
+        else:
+            self._run_workers(worker_shares(csv_files(Path(self.config.source)), self.config.workers))
         logger.info("done: %s", self.stats.line())
         return self.stats
 
-    def _worker_main(self, worker: int) -> None:
-        try:
-            self._work(worker)
-        except BaseException as exc:  # re-raised by run() in the main thread
-            self._errors.append(exc)
-            self._stop.set()
-
-    def _source(self, worker: int, on_reject: RejectHandler) -> Iterator[Sample]:
+    def _run_here(self) -> None:
+        """One worker, in a thread of this process, while this thread writes the progress lines."""
+        errors: list[BaseException] = []
         config = self.config
-        if config.source == "nvml":
-            samples = read_nvml(interval=config.nvml_interval, stop=self._stop)
-        else:
-            passes = itertools.count() if config.loop else range(1)
-            samples = itertools.chain.from_iterable(
-                read_path(Path(config.source), on_reject=on_reject) for _ in passes
-            )
-        if config.timestamps == "now" and config.source != "nvml":
-            samples = restamp_now(samples)
-        if config.only_host:
-            samples = (sample for sample in samples if sample.gpu.hostname == config.only_host)
-        if config.shard == (0, 1) and config.workers == 1:
-            yield from samples
-            return
-        # A GPU's share is computed once, not a crc32 of its UUID per row.
-        mine: dict[str, bool] = {}
-        for sample in samples:
-            uuid = sample.gpu.uuid
-            owned = mine.get(uuid)
-            if owned is None:
-                owned = mine[uuid] = in_share(uuid, config.shard, worker, config.workers)
-            if owned:
-                yield sample
 
-    def _work(self, worker: int) -> None:
+        def work() -> None:
+            try:
+                self._stream(lambda on_reject: read_path(Path(config.source), on_reject=on_reject),
+                             loop=config.loop, stop=self._stop, tally=self.stats)
+            except BaseException as exc:  # re-raised below, in the main thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=work, name="streamer", daemon=True)
+        thread.start()
+        thread.join(config.progress_interval)
+        while thread.is_alive():
+            logger.info(self.stats.line())
+            thread.join(config.progress_interval)
+        if errors:
+            raise errors[0]
+
+    def _run_workers(self, shares: list[list[LineRange]]) -> None:
+        """A forked worker process per share; this process sums their counts and writes the progress lines."""
+        first_publish_at = multiprocessing.get_context("fork").Value("d", 0.0)
+        jobs = [partial(self._stream_share, share, first_publish_at) for share in shares]
+        next_line = time.monotonic() + self.config.progress_interval
+
+        def on_poll() -> None:
+            nonlocal next_line
+            self._take_counts(pool, first_publish_at)
+            if time.monotonic() >= next_line:
+                logger.info(self.stats.line())
+                next_line = time.monotonic() + self.config.progress_interval
+
+        with WorkerPool("stream", jobs, counters=_COUNTERS, plain_errors=(SourceFormatError,),
+                        death_note="what it held was not sent") as pool:
+            pool.wait(stop=self._stop, abort=self._abort, on_poll=on_poll)
+        self._take_counts(pool, first_publish_at)
+
+    def _take_counts(self, pool: WorkerPool, first_publish_at: "Synchronized[float]") -> None:
+        sums = pool.counters.sums()
+        self.stats.samples, self.stats.batches, self.stats.rejected = (sums[name] for name in _COUNTERS)
+        self.stats.first_publish_at = first_publish_at.value or None
+
+    def _stream_share(self, share: list[LineRange], first_publish_at: "Synchronized[float]",
+                      slot: WorkerSlot) -> None:
+        """A worker process's job: stream its range of every file."""
+        # A share of no lines (a file shorter than the workers) would loop without ever yielding a row.
+        loop = self.config.loop and any(line_range.size for line_range in share)
+        self._stream(lambda on_reject: read_line_ranges(share, on_reject=on_reject), loop=loop, stop=slot.stop,
+                     tally=_WorkerTally(slot, first_publish_at))
+
+    def _stream(self, read_once: ReadOnce, *, loop: bool, stop: StopEvent, tally: Tally) -> None:
+        """One worker: its samples through its own hold and publisher until they end or `stop`, then what it holds."""
         config = self.config
-        # Every worker reads every row; only the first reports malformed ones, so each is counted once.
-        rejects = RejectLog() if worker == 0 and config.shard[0] == 0 else _ignore_rejects
+        # Each row is read by one worker of a streamer; of several streamers sharing a source by
+        # --shard, only shard 0's report malformed rows, so that each is counted once.
+        rejects = RejectLog() if config.shard[0] == 0 else None
         publisher = self._publisher_factory()
         held = HeldReadings(config.batch_size, config.reorder_window, config.flush_interval)
         reported_rejects = 0
 
         def send(batch: Batch) -> None:
             nonlocal reported_rejects
-            batch.rejected = getattr(rejects, "count", 0) - reported_rejects
+            batch.rejected = (rejects.count if rejects is not None else 0) - reported_rejects
+            tally.publishing()
             publisher.publish(encode_batch(batch), samples=len(batch))
-            self.stats.add_batch(len(batch), batch.rejected)
+            tally.add_batch(len(batch), batch.rejected)
             reported_rejects += batch.rejected
 
-        samples = self._source(worker, rejects)
+        samples = self._source(read_once, _ignore_rejects if rejects is None else rejects, loop=loop, stop=stop)
         if config.rate:
-            samples = self._paced(samples, held)
+            samples = self._paced(samples, held, stop)
         try:
             for batch in held.feed(samples):
                 send(batch)
-                if self._stop.is_set():
+                if stop.is_set():
                     break
             for batch in held.drain():
                 send(batch)
+            if rejects is not None and rejects.count > reported_rejects:  # rows rejected after the last sample
+                send(BatchBuilder().build())
         finally:
             publisher.close()
 
-    def _paced(self, samples: Iterator[Sample], held: HeldReadings) -> Iterator[Sample | None]:
+    def _source(self, read_once: ReadOnce, on_reject: RejectHandler, *, loop: bool,
+                stop: StopEvent) -> Iterator[Sample]:
+        """NVML's polls, or `read_once` once or (`loop`) forever; restamped and filtered as configured."""
+        config = self.config
+        if config.source == "nvml":
+            samples = read_nvml(interval=config.nvml_interval, stop=stop)
+        else:
+            passes = itertools.count() if loop else range(1)
+            samples = itertools.chain.from_iterable(read_once(on_reject) for _ in passes)
+            if config.timestamps == "now":
+                samples = restamp_now(samples)
+        if config.only_host:
+            samples = (sample for sample in samples if sample.gpu.hostname == config.only_host)
+        if config.shard != (0, 1):
+            samples = _in_shard(samples, config.shard)
+        return samples
+
+    def _paced(self, samples: Iterator[Sample], held: HeldReadings, stop: StopEvent) -> Iterator[Sample | None]:
         """`samples` at the configured rate, until stopped; None after each wait, so the hold sends
         what came of age meanwhile."""
         started = time.monotonic()
@@ -196,12 +306,12 @@ class Streamer:
             yield sample
             due = started + sent / self.config.rate
             while (now := time.monotonic()) < due:
-                if self._stop.wait(max(min(due, held.next_check) - now, 0.001)):
+                if stop.wait(max(min(due, held.next_check) - now, 0.001)):
                     return
                 yield None
-            if self._stop.is_set():
+            if stop.is_set():
                 return
 
 
 def _ignore_rejects(path: str, line: int, reason: str) -> None:
-    """Rejects seen by a worker other than the first: the first one logs and counts them."""
+    """Rejects seen by a streamer of a shard other than 0: shard 0's streamer logs and counts them."""

@@ -1,4 +1,6 @@
 """The streamer end to end: CSV → RabbitMQ → a real collector worker → PostgreSQL."""
+import logging
+import os
 import signal
 import subprocess
 import sys
@@ -7,7 +9,10 @@ import time
 from datetime import timezone
 
 import pytest
+from django.core.management import CommandError, call_command
 
+from telemetry.ingest import streamer
+from telemetry.ingest.file_ranges import line_ranges
 from telemetry.ingest.sources import read_path
 from telemetry.ingest.streamer import StreamConfig, Streamer, in_share, parse_shard, restamp_now
 from telemetry.ingest.batch import GpuInfo, HeldReadings, Sample as SourceSample
@@ -72,29 +77,31 @@ def test_sharded_streamers_and_workers_never_emit_the_same_row(worker_process):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_sigterm_flushes_what_it_holds_and_exits_zero(worker_process):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_flushes_what_it_holds_and_exits_zero(worker_process, workers):
     worker_process()
     run = subprocess.Popen(
         [sys.executable, "manage.py", "stream", str(SAMPLE_CSV), "--loop", "--rate", "400",
-         "--batch-size", "100000", "--flush-interval", "60"],
+         "--batch-size", "100000", "--flush-interval", "60", "--workers", workers],
         cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     time.sleep(4)
-    assert stored_count() == 0  # everything is still held in the streamer's batch
+    assert stored_count() == 0  # everything is still held in the workers' batches
     run.send_signal(signal.SIGTERM)
     stdout, stderr = run.communicate(timeout=60)
     assert run.returncode == 0, stderr
     streamed = int(stdout.split("streamed ")[1].split()[0])
-    assert streamed > 500
+    assert streamed > 500 * int(workers)  # --rate is per worker
     assert wait_until(lambda: stored_count() == streamed)
 
 
-def test_wrong_header_exits_non_zero_naming_the_missing_columns(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_wrong_header_exits_non_zero_naming_the_missing_columns(tmp_path, workers):
     bad = tmp_path / "bad.csv"
-    bad.write_text("timestamp,uuid,value\n2025-07-18T20:42:34Z,GPU-1,1\n")
-    run = manage("stream", str(bad))
+    bad.write_text("timestamp,uuid,value\n2025-07-18T20:42:34Z,GPU-1,1\n2025-07-18T20:42:35Z,GPU-1,1\n")
+    run = manage("stream", str(bad), "--workers", workers)
     assert run.returncode == 1
-    assert "needs the columns metric_name, gpu_id, device, modelName, Hostname" in run.stderr
+    assert run.stderr.count("needs the columns metric_name, gpu_id, device, modelName, Hostname") == 1
     assert "Traceback" not in run.stderr
 
 
@@ -116,9 +123,9 @@ def test_parse_shard_rejects_bad_input(text):
         parse_shard(text)
 
 
-def test_shards_and_workers_partition_the_gpus():
+def test_shards_partition_the_gpus():
     uuids = [f"GPU-{n}" for n in range(1000)]
-    owners = [[(i, w) for i in range(3) for w in range(2) if in_share(u, (i, 3), w, 2)] for u in uuids]
+    owners = [[i for i in range(3) if in_share(u, (i, 3))] for u in uuids]
     assert all(len(o) == 1 for o in owners)
 
 
@@ -159,3 +166,84 @@ def test_a_paced_stream_sends_what_it_holds_every_flush_interval():
     # Batches far from full went out while the source was paced, not only at the stop.
     assert len([t for t, _ in published if t - began < 1.4]) >= 3
     assert sum(samples for _, samples in published) == stats.samples > 500
+
+
+# --- worker processes ---
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("workers", ["2", "3"])
+def test_worker_processes_store_the_sample_exactly_once(worker_process, workers):
+    worker_process()
+    run = manage("stream", str(SAMPLE_CSV), "--timestamps", "source", "--batch-size", "300", "--workers", workers)
+    assert run.returncode == 0, run.stderr
+    assert "streamed 2470 samples in " in run.stdout and ", 0 rows rejected" in run.stdout
+    assert run.stdout.count("\n") == 1  # the summary is stdout's one line
+    assert wait_until(lambda: counter("samples_stored") >= SAMPLE_COUNT)
+    assert stored_count() == SAMPLE_COUNT
+    assert stored_sum() == pytest.approx(SAMPLE_VALUE_SUM, abs=1e-6)
+    assert stored_set() == source_set()
+    assert counter("samples_duplicate") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rejects_in_the_second_workers_range_keep_their_line_numbers_and_count_once(worker_process, tmp_path):
+    worker_process()
+    lines = SAMPLE_CSV.read_text().splitlines(keepends=True)
+    second = line_ranges(SAMPLE_CSV, 2)[1].first_line
+    bad_lines = [second, second + 1, 2000, len(lines)]  # the last one after the second worker's last sample
+    for number in bad_lines:
+        lines[number - 1] = lines[number - 1].split(",")[0] + "\n"  # one column
+    bad = tmp_path / "bad.csv"
+    bad.write_text("".join(lines))
+    run = manage("stream", str(bad), "--timestamps", "source", "--workers", "2")
+    assert run.returncode == 0, run.stderr
+    assert "streamed 2466 samples in " in run.stdout and ", 4 rows rejected" in run.stdout
+    rejected = sorted(int(line.split(f"{bad}:")[1].split(":")[0]) for line in run.stderr.splitlines()
+                      if "rejected row" in line)
+    assert rejected == bad_lines
+    assert wait_until(lambda: counter("rows_rejected") == 4 and stored_count() == SAMPLE_COUNT - 4)
+
+
+def test_progress_lines_sum_the_workers_and_stats_time_the_first_publish(caplog):
+    published: list[int] = []
+
+    class SlowDiscard:
+        def publish(self, payload: bytes, *, samples: int) -> None:
+            published.append(samples)  # in the worker process: never seen here
+            time.sleep(0.05)
+
+        def close(self) -> None:
+            pass
+
+    caplog.set_level(logging.INFO, logger="telemetry.ingest.streamer")
+    config = StreamConfig(str(SAMPLE_CSV), workers=3, batch_size=100, reorder_window=0, progress_interval=0.1)
+    before = time.time()
+    stats = Streamer(config, publisher_factory=SlowDiscard, stop=threading.Event(), abort=threading.Event()).run()
+    assert (stats.samples, stats.rejected) == (SAMPLE_COUNT, 0)
+    assert stats.batches >= SAMPLE_COUNT // 100
+    assert before < stats.first_publish_at < time.time()
+    assert published == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "telemetry.ingest.streamer"]
+    progress = [int(line.split()[1]) for line in lines if line.startswith("streamed ")]
+    assert progress and progress == sorted(progress) and progress[-1] <= SAMPLE_COUNT
+    assert lines[-1].startswith("done: streamed 2470 samples")
+
+
+def test_a_worker_that_raises_fails_the_stream_by_name(monkeypatch):
+    def refuse(_batch):
+        raise RuntimeError("encoder broken")
+
+    monkeypatch.setattr(streamer, "encode_batch", refuse)  # the workers are forked with it
+    started = time.monotonic()
+    with pytest.raises(CommandError, match=r"stream worker \d of 2 failed: RuntimeError: encoder broken"):
+        call_command("stream", str(SAMPLE_CSV), "--workers", "2")
+    assert time.monotonic() - started < 30
+
+
+def test_a_worker_that_dies_fails_the_stream_without_hanging(monkeypatch):
+    monkeypatch.setattr(streamer, "encode_batch", lambda _batch: os.kill(os.getpid(), signal.SIGKILL))
+    started = time.monotonic()
+    with pytest.raises(CommandError, match=r"stream worker \d of 2 was killed by SIGKILL before reporting"):
+        call_command("stream", str(SAMPLE_CSV), "--workers", "2", "--loop")
+    assert time.monotonic() - started < 30

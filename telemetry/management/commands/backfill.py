@@ -1,25 +1,20 @@
 """`manage.py backfill PATH...`: load CSV files keeping their timestamps, straight into storage."""
 import logging
-import logging.handlers
-import multiprocessing
-import multiprocessing.connection
-import multiprocessing.synchronize
 import queue
-import signal
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from functools import partial
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import OperationalError, connections
+from django.db import OperationalError
 
 from config.celery import app
 from telemetry.ingest.batch import Batch, BatchBuilder, HeldReadings, encode_batch
-from telemetry.ingest.file_ranges import LineRange, line_ranges, open_range
+from telemetry.ingest.file_ranges import LineRange, line_ranges, open_range, worker_shares
+from telemetry.ingest.processes import WorkerPool, WorkersAborted, WorkersFailed, WorkerSlot
 from telemetry.ingest.progress import Progress
 from telemetry.ingest.publisher import BatchPublisher, PublishAborted
 from telemetry.ingest.services import PersistResult, samples_persist
@@ -27,8 +22,6 @@ from telemetry.ingest.signals import graceful_shutdown
 from telemetry.ingest.sources import RejectLog, SourceFormatError, csv_files, read_csv
 
 _DONE = None
-# How often the parent looks at its workers' progress and at the signals when no worker has news.
-_POLL_S = 0.5
 # Workers storing readings of the same GPUs lock their rows in orders that can cross; PostgreSQL then
 # rolls one transaction back (deadlock detected), and storing that batch again is all it takes.
 _LOCK_RACE_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
@@ -132,14 +125,20 @@ class Command(BaseCommand):
                     abort: threading.Event) -> Totals:
         """Each worker parses its share of every file's lines and stores its own batches: parsing, a
         core's worth of Python per process, is what limits a backfill."""
-        ranges_by_file = [line_ranges(f, workers) for f in files]
-        shares = [[ranges[i] for ranges in ranges_by_file] for i in range(workers)]
-        pool = WorkerPool(shares, loading)
-        try:
-            return pool.wait(stop=stop, abort=abort,
-                             progress=self._progress(r for ranges in ranges_by_file for r in ranges))
-        finally:
-            pool.end()
+        shares = worker_shares(files, workers)
+        progress = self._progress(r for share in shares for r in share)
+        jobs = [partial(_load_share, share, loading) for share in shares]
+        with WorkerPool("backfill", jobs, counters=("done_bytes", "rows"), plain_errors=(SourceFormatError,),
+                        death_note="what it read may be partly stored") as pool:
+            try:
+                results = pool.wait(stop=stop, abort=abort, on_poll=lambda: progress.update(**pool.counters.sums()))
+            except WorkersAborted:
+                raise CommandError("backfill stopped by a second signal, without storing what its workers held; "
+                                   "backfill again to load the rest (what is stored is not stored twice)") from None
+            except WorkersFailed as exc:
+                raise CommandError(str(exc)) from None
+        progress.update(**pool.counters.sums(), force=True)
+        return sum(results, Totals())
 
     def _summary(self, totals: Totals, *, interrupted: bool, via_queue: bool) -> None:
         head = "backfill interrupted" if interrupted else "backfill done"
@@ -213,134 +212,20 @@ class RangeParser:
         self.send(batch)
 
 
-class WorkerPool:
-    """Forked processes, each parsing its share of ranges and storing its batches with `samples_persist`.
+def _load_share(share: list[LineRange], loading: Loading, slot: WorkerSlot) -> Totals:
+    """A worker's job: parse its ranges, store each batch on its own database connection."""
+    totals = Totals()
 
-    Workers ignore SIGINT and SIGTERM: the parent decides when to stop, and a worker told to stop
-    stores every batch it holds before it reports. Each worker sends its log records (rejected rows
-    among them) to the parent, which writes them through its own logging, then its totals or what
-    went wrong; a worker that ends without a word has died.
-    """
+    def store(batch: Batch) -> None:
+        result = _persist_retrying_lock_races(batch, loading.max_per_gpu, worker=slot.name)
+        totals.stored += result.stored
+        totals.duplicates += result.duplicates
 
-    def __init__(self, shares: list[list[LineRange]], loading: Loading) -> None:
-        context = multiprocessing.get_context("fork")
-        self._stop = context.Event()
-        self._progress = SharedProgress(context, len(shares))
-        self._processes: list[multiprocessing.Process] = []
-        self._pipes: dict[Connection, int] = {}
-        connections.close_all()  # each child opens its own; a shared socket would mix their queries
-        for index, share in enumerate(shares):
-            reader, writer = context.Pipe(duplex=False)
-            worker = Worker(index, len(shares), stop=self._stop, pipe=writer, progress=self._progress)
-            process = context.Process(target=worker.run, args=(share, loading), name=worker.name, daemon=True)
-            process.start()
-            writer.close()  # the child's copy is the only one left: its end is this reader's EOF
-            self._processes.append(process)
-            self._pipes[reader] = index
-
-    def wait(self, *, stop: threading.Event, abort: threading.Event, progress: Progress) -> Totals:
-        """The workers' totals once all have reported; the first signal stops them, a second kills them."""
-        totals = Totals()
-        failures: list[str] = []
-        while self._pipes:
-            if abort.is_set():
-                raise CommandError("backfill stopped by a second signal, without storing what its workers held; "
-                                   "backfill again to load the rest (what is stored is not stored twice)")
-            if stop.is_set() or failures:
-                self._stop.set()
-            for pipe in multiprocessing.connection.wait(list(self._pipes), timeout=_POLL_S):
-                outcome = self._receive(pipe)
-                if isinstance(outcome, Totals):
-                    totals += outcome
-                elif outcome is not None:
-                    failures.append(outcome)
-            self._progress.draw(progress)
-        if failures:
-            raise CommandError("; ".join(dict.fromkeys(failures)))  # a bad header is every worker's failure
-        self._progress.draw(progress, force=True)
-        return totals
-
-    def _receive(self, pipe: Connection) -> Totals | str | None:
-        """A worker's totals, what made it fail, or None for a log record (written here)."""
-        index = self._pipes[pipe]
-        try:
-            kind, payload = pipe.recv()
-        except EOFError:
-            kind, payload = "failed", self._death(index)
-        if kind == "log":
-            logging.getLogger(payload.name).handle(payload)
-            return None
-        del self._pipes[pipe]
-        pipe.close()
-        return payload
-
-    def _death(self, index: int) -> str:
-        process = self._processes[index]
-        process.join()
-        code = process.exitcode
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        return f"{process.name} {how} before reporting; what it read may be partly stored"
-
-    def end(self) -> None:
-        """Kill the workers that have not reported (after a second signal or an error here), reap them all."""
-        for pipe, index in self._pipes.items():
-            self._processes[index].kill()
-            pipe.close()
-        for process in self._processes:
-            process.join()
-
-
-class Worker:
-    """One forked worker: parses its ranges, stores each batch on its own database connection."""
-
-    def __init__(self, index: int, count: int, *, stop: multiprocessing.synchronize.Event, pipe: Connection,
-                 progress: "SharedProgress") -> None:
-        self.name = f"backfill worker {index + 1} of {count}"
-        self._stop = stop
-        self._pipe = pipe
-        self._show = partial(progress.show, index)
-        self._totals = Totals()
-
-    def run(self, share: list[LineRange], loading: Loading) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _log_to_parent(self._pipe)
-        try:
-            parser = RangeParser(loading, send=lambda batch: self._store(batch, loading.max_per_gpu))
-            parser.parse(share, should_stop=self._stop.is_set, on_progress=self._show)
-            self._show(done_bytes=parser.done_bytes, rows=parser.rows)
-            self._totals.rows_read, self._totals.rejected = parser.rows_read, parser.rejects.count
-            self._pipe.send(("done", self._totals))
-        except SourceFormatError as exc:
-            self._pipe.send(("failed", str(exc)))
-        except Exception as exc:  # the parent fails the backfill with it
-            self._pipe.send(("failed", f"{self.name} failed: {type(exc).__name__}: {exc}"))
-        finally:
-            connections.close_all()
-            self._pipe.close()
-
-    def _store(self, batch: Batch, max_per_gpu: int) -> None:
-        result = _persist_retrying_lock_races(batch, max_per_gpu, worker=self.name)
-        self._totals.stored += result.stored
-        self._totals.duplicates += result.duplicates
-
-
-class SharedProgress:
-    """Each worker's bytes and rows done, in memory shared with the parent, which draws their sums.
-
-    A slot per worker, written by that worker only: no lock needed.
-    """
-
-    def __init__(self, context: multiprocessing.context.BaseContext, workers: int) -> None:
-        self._bytes = context.RawArray("q", workers)
-        self._rows = context.RawArray("q", workers)
-
-    def show(self, worker: int, *, done_bytes: int, rows: int) -> None:
-        self._bytes[worker] = done_bytes
-        self._rows[worker] = rows
-
-    def draw(self, progress: Progress, *, force: bool = False) -> None:
-        progress.update(done_bytes=sum(self._bytes), rows=sum(self._rows), force=force)
+    parser = RangeParser(loading, send=store)
+    parser.parse(share, should_stop=slot.stop.is_set, on_progress=slot.report)
+    slot.report(done_bytes=parser.done_bytes, rows=parser.rows)
+    totals.rows_read, totals.rejected = parser.rows_read, parser.rejects.count
+    return totals
 
 
 def _persist_retrying_lock_races(batch: Batch, max_per_gpu: int, *, worker: str) -> PersistResult:
@@ -357,19 +242,3 @@ def _persist_retrying_lock_races(batch: Batch, max_per_gpu: int, *, worker: str)
             logger.info("%s: batch of %d samples rolled back (%s), storing it again", worker, len(batch),
                         str(exc).splitlines()[0])
     return samples_persist(batch=batch, max_per_gpu=max_per_gpu)
-
-
-class _PipeLogHandler(logging.handlers.QueueHandler):
-    """A worker's log records, made picklable, sent down its pipe to the parent."""
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        self.queue.send(("log", record))
-
-
-def _log_to_parent(pipe: Connection) -> None:
-    """Route this worker's logging to the parent: one writer for the console, and the handlers that
-    tests and log shippers attach to the parent's root logger see the workers' records too."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(_PipeLogHandler(pipe))

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.celery import app
 from telemetry.ingest.nvml import NvmlUnavailable
+from telemetry.ingest.processes import WorkersAborted, WorkersFailed
 from telemetry.ingest.publisher import BatchPublisher, PublishAborted
 from telemetry.ingest.signals import graceful_shutdown
 from telemetry.ingest.sources import SourceFormatError
@@ -20,7 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("source", nargs="?", default=settings.STREAM_SOURCE,
                             help="CSV file, folder of CSV files, or 'nvml' [STREAM_SOURCE; default: the bundled sample]")
         parser.add_argument("--workers", type=int, default=settings.STREAM_WORKERS,
-                            help="worker threads in this process [STREAM_WORKERS; default 1]")
+                            help="worker processes, each streaming its share of every CSV file's lines (not for nvml) "
+                                 "[STREAM_WORKERS; default 1]")
         parser.add_argument("--rate", type=float, default=settings.STREAM_RATE,
                             help="samples per second per worker, 0 = as fast as possible [STREAM_RATE; default 0]")
         parser.add_argument("--batch-size", type=int, default=settings.STREAM_BATCH_SIZE,
@@ -55,9 +57,7 @@ class Command(BaseCommand):
             )
             try:
                 stats = streamer.run()
-            except (SourceFormatError, NvmlUnavailable) as exc:
-                raise CommandError(str(exc)) from None
-            except PublishAborted as exc:
+            except (SourceFormatError, NvmlUnavailable, PublishAborted, WorkersFailed, WorkersAborted) as exc:
                 raise CommandError(str(exc)) from None
         self.stdout.write(stats.line())
 
