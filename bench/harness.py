@@ -177,8 +177,8 @@ def cpu_seconds(groups: dict[str, set[int]]) -> dict[str, float]:
         # A backend that exits mid-run leaves its CPU time in the postmaster's children's time.
         children = (int(fields[13]) + int(fields[14])) / _TICKS
         pid = int(entry.name)
-        if pid in owner:
-            used[owner[pid]] += seconds
+        if pid in owner:  # with the children it has reaped (the streamer's worker processes)
+            used[owner[pid]] += seconds + children
         elif comm == "postgres":
             used["postgresql"] += seconds + children
         elif comm.startswith("beam"):
