@@ -5,6 +5,7 @@ runs on), so a cut just after a line feed never splits a row. Each range is read
 header line, and knows the number of its first line, so rejects name the file's own line numbers.
 Lines are counted as the text reader splits them: at a line feed, a CR LF, or a lone carriage return.
 """
+import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,12 @@ from typing import BinaryIO
 # Bytes read at a time when looking for line ends and counting lines: counting runs in C at memory
 # speed, so the size only bounds memory.
 _CHUNK = 1 << 20
+# How far a cut may move on to where the time changes. A DCGM export lists a time step metric by
+# metric, so a cut inside one splits every reading of that step between two workers: each is then
+# stored in two parts and merged, and at a per-GPU limit trimming cuts readings short on every
+# batch after (the bench's trimmed ingest fell from 0.87 to 0.59 of the untrimmed one). A step of
+# the bench's 8,000-GPU fleet is 3.5 MB.
+_TICK_SEARCH_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,10 @@ class LineRange:
 def line_ranges(path: Path, parts: int) -> list[LineRange]:
     """The file's lines after the header in `parts` ranges of about equal size, in order.
 
-    Cuts are moved forward to just after the next line feed, so a range may be empty (a small
-    file, or a line longer than a range). The ranges cover the lines after the header exactly.
+    Cuts are moved forward to just after the next line feed and, in a file with a `timestamp`
+    column, on to the next line whose time differs (see `_TICK_SEARCH_BYTES`), so a range may be
+    empty (a small file, one time step, a line longer than a range). The ranges cover the lines
+    after the header exactly.
     """
     if parts < 1:
         raise ValueError(f"parts must be at least 1, not {parts}")
@@ -47,8 +56,14 @@ def line_ranges(path: Path, parts: int) -> list[LineRange]:
     with open(path, "rb") as file:
         header_end = _line_end(file, 0, size)
         body = size - header_end
-        inner_cuts = (_after_line_feed(file, header_end + body * k // parts, size) for k in range(1, parts))
-        cuts = [header_end, *inner_cuts, size]
+        time_column = _time_column(file, header_end)
+        cuts = [header_end]
+        for k in range(1, parts):
+            cut = _after_line_feed(file, header_end + body * k // parts, size)
+            if time_column is not None:
+                cut = _next_time_step(file, cut, size, time_column)
+            cuts.append(max(cut, cuts[-1]))
+        cuts.append(size)
         starts = cuts[:-1]
         first_lines = [1 + _line_breaks(file, 0, header_end)]
         for start, next_start in zip(starts, starts[1:]):  # the last range's lines need no counting
@@ -105,6 +120,36 @@ class _RangeReader(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+def _time_column(file: BinaryIO, header_end: int) -> int | None:
+    """The position of the header's `timestamp` column, or None."""
+    file.seek(0)
+    header = file.read(header_end).decode("utf-8-sig", errors="replace")
+    names = [name.strip() for name in next(csv.reader([header.rstrip("\r\n")]), [])]
+    return names.index("timestamp") if "timestamp" in names else None
+
+
+def _line_time(line: bytes, column: int) -> bytes | str | None:
+    """The time field of a line as written, enough to tell two lines' times apart."""
+    if column == 0:  # where DCGM writes it: no need to parse the rest of the line
+        return line.split(b",", 1)[0].strip()
+    fields = next(csv.reader([line.decode("utf-8", errors="replace")]), [])
+    return fields[column].strip() if len(fields) > column else None
+
+
+def _next_time_step(file: BinaryIO, offset: int, size: int, column: int) -> int:
+    """The start of the first line after the line at `offset` whose time differs from that line's; the
+    file's end if the time never changes before it; `offset` itself if it does not within `_TICK_SEARCH_BYTES`."""
+    file.seek(offset)
+    first = file.readline(_TICK_SEARCH_BYTES)
+    time, position, limit = _line_time(first, column), offset + len(first), min(size, offset + _TICK_SEARCH_BYTES)
+    while position < limit:
+        line = file.readline(limit - position)
+        if _line_time(line, column) != time:
+            return position
+        position += len(line)
+    return size if position >= size else offset
 
 
 def _line_end(file: BinaryIO, offset: int, size: int) -> int:

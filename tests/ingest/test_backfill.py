@@ -81,6 +81,30 @@ def test_ranges_cover_the_lines_after_the_header_exactly(tmp_path, ending, bom, 
             assert data[line_range.start - 1:line_range.start] == b"\n"
 
 
+@pytest.mark.parametrize("time_first", [True, False])
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_cuts_move_on_to_where_the_time_changes(tmp_path, time_first, parts):
+    # Six time steps of 40 lines: a cut inside one would split its readings between two workers.
+    def row(tick: int, n: int) -> bytes:
+        time = b'"2025-07-18T20:42:%02dZ"' % tick
+        return b"%s,m%d,1" % (time, n) if time_first else b"m%d,%s,1" % (n, time)
+
+    header = b"timestamp,metric_name,value" if time_first else b"metric_name,timestamp,value"
+    path = tmp_path / "ticks.csv"
+    path.write_bytes(b"\n".join([header, *(row(tick, n) for tick in range(6) for n in range(40))]) + b"\n")
+    ranges = line_ranges(path, parts)
+    firsts = [r.first_line - 2 for r in ranges if r.size]  # row index of each non-empty range's first line
+    assert firsts[0] == 0 and len(firsts) > 1 and all(first % 40 == 0 for first in firsts)
+    assert all(before.end == after.start for before, after in zip(ranges, ranges[1:]))
+    assert ranges[-1].end == path.stat().st_size
+
+
+def test_one_time_step_is_not_cut(tmp_path):
+    path = tmp_path / "one-step.csv"
+    path.write_bytes(b"timestamp,v\n" + b"2025-07-18T20:42:00Z,1\n" * 100)
+    assert [r.size for r in line_ranges(path, 3)][1:] == [0, 0]
+
+
 def test_lone_carriage_returns_leave_the_file_to_the_first_range(tmp_path):
     path = tmp_path / "old-mac.csv"
     path.write_bytes(b"a,b\r1,2\r3,4\r")
