@@ -271,14 +271,17 @@ def gpu_telemetry_summary(
 
 def _summary_postgresql(gpu_id, start, end, bucket_seconds, aggregates, metric_ids) -> list[tuple[int, str]]:
     columns = ", ".join(f"{_SQL_AGGREGATES[name]} AS {name}" for name in aggregates)
-    fields = ", ".join(f"'{name}', {name}" for name in aggregates)
+    # Each point's JSON is written as text: every field but the time is a number (an aggregate of
+    # finite values, never null in a bucket that has samples), and concatenating took a quarter
+    # less time than json_build_object and json_agg (the same parsed answer; a test compares).
+    fields = " || ".join(f"',\"{name}\":' || {name}" for name in aggregates)
     samples, samples_params = _samples_join(metric_ids)
     # One range scan of the (gpu, timestamp) index, each reading unnested into its samples;
     # group on the bucket's time and format it once per bucket afterwards, not once per sample.
     sql = (
-        "SELECT metric_id, json_agg(json_build_object('time', "
-        "to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-        f"{fields}) ORDER BY bucket)::text FROM ("
+        "SELECT metric_id, '[' || string_agg('{\"time\":\"' || "
+        "to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || '\"' || "
+        f"{fields} || '}}', ',' ORDER BY bucket) || ']' FROM ("
         "SELECT u.metric_id, date_bin(make_interval(secs => %s), r.\"timestamp\", timestamptz 'epoch') AS bucket, "
         f"{columns} FROM telemetry_reading AS r {samples} "
         'WHERE r.gpu_id = %s AND r."timestamp" >= %s AND r."timestamp" <= %s AND u.value IS NOT NULL '
