@@ -53,6 +53,9 @@ class Loading:
 
 class Command(BaseCommand):
     help = "Load DCGM or wide CSV files (or folders of them), keeping their timestamps. Idempotent."
+    # The system checks import the URLconf, the API and the admin: a quarter of a second of every
+    # backfill's start, for code it never runs (migrate and the API server still run them).
+    requires_system_checks = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", help="CSV files or folders of CSV files")
