@@ -36,9 +36,22 @@ def _readings(nvml: Any, handle: Any) -> dict[str, Callable[[], float]]:
         "DCGM_FI_DEV_SM_CLOCK": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
         "DCGM_FI_DEV_MEM_CLOCK": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
         # NVML reports bytes; DCGM's framebuffer fields are MiB.
-        "DCGM_FI_DEV_FB_USED": lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used / _MIB,
-        "DCGM_FI_DEV_FB_FREE": lambda: nvml.nvmlDeviceGetMemoryInfo(handle).free / _MIB,
+        "DCGM_FI_DEV_FB_USED": lambda: _memory_info(nvml, handle).used / _MIB,
+        "DCGM_FI_DEV_FB_FREE": lambda: _memory_info(nvml, handle).free / _MIB,
     }
+
+
+def _memory_info(nvml: Any, handle: Any) -> Any:
+    """Framebuffer memory as DCGM and nvidia-smi count it: version 2 leaves the driver's reserved
+    memory out of `used` (on an idle H100, version 1 said 480 MiB used where nvidia-smi said 0).
+    A library or driver without version 2 gives version 1."""
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+        except nvml.NVMLError:
+            pass
+    return nvml.nvmlDeviceGetMemoryInfo(handle)
 
 
 def _text(value: Any) -> str:

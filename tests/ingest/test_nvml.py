@@ -16,12 +16,14 @@ class FakeNvmlError(Exception):
     pass
 
 
-def fake_pynvml(*, gpus: int, init_error: bool = False, power_unsupported_on: int = -1) -> types.ModuleType:
+def fake_pynvml(*, gpus: int, init_error: bool = False, power_unsupported_on: int = -1,
+                memory_v2: bool = True) -> types.ModuleType:
     nvml = types.ModuleType("pynvml")
     nvml.NVMLError = FakeNvmlError
     nvml.NVML_TEMPERATURE_GPU = 0
     nvml.NVML_CLOCK_SM = 1
     nvml.NVML_CLOCK_MEM = 2
+    nvml.nvmlMemory_v2 = 33554472
     nvml.shutdown_calls = 0
 
     def init():
@@ -46,7 +48,15 @@ def fake_pynvml(*, gpus: int, init_error: bool = False, power_unsupported_on: in
     nvml.nvmlDeviceGetTemperature = lambda h, sensor: 60 + h
     nvml.nvmlDeviceGetPowerUsage = power
     nvml.nvmlDeviceGetClockInfo = lambda h, clock: {1: 1980, 2: 2619}[clock]
-    nvml.nvmlDeviceGetMemoryInfo = lambda h: Memory(80 * 2**30, 2**30, 79 * 2**30)
+    def memory(handle, version=None):
+        # Version 1 counts the driver's reserved 480 MiB as used; version 2 does not (as on an H100).
+        if version is None:
+            return Memory(80 * 2**30, 2**30 + 480 * 2**20, 79 * 2**30 - 480 * 2**20)
+        if not memory_v2:
+            raise FakeNvmlError("Function Not Found")
+        return Memory(80 * 2**30, 2**30, 79 * 2**30 - 480 * 2**20)
+
+    nvml.nvmlDeviceGetMemoryInfo = memory
     return nvml
 
 
@@ -74,11 +84,17 @@ def test_every_gpu_gives_every_metric_named_as_dcgm_names_them(monkeypatch):
     )} == {
         "DCGM_FI_DEV_GPU_UTIL": 91.0, "DCGM_FI_DEV_MEM_COPY_UTIL": 40.0, "DCGM_FI_DEV_GPU_TEMP": 61.0,
         "DCGM_FI_DEV_POWER_USAGE": 250.501, "DCGM_FI_DEV_SM_CLOCK": 1980.0, "DCGM_FI_DEV_MEM_CLOCK": 2619.0,
-        "DCGM_FI_DEV_FB_USED": 1024.0, "DCGM_FI_DEV_FB_FREE": 79 * 1024.0,
+        "DCGM_FI_DEV_FB_USED": 1024.0, "DCGM_FI_DEV_FB_FREE": 79 * 1024.0 - 480,
     }
     # A tick's samples share one time.
     assert len({s.timestamp_us for s in samples}) == 1
     assert nvml.shutdown_calls == 1
+
+
+def test_a_driver_without_memory_info_version_2_counts_reserved_memory_as_used(monkeypatch):
+    samples = one_tick(monkeypatch, fake_pynvml(gpus=1, memory_v2=False))
+    values = {s.metric: s.value for s in samples}
+    assert (values["DCGM_FI_DEV_FB_USED"], values["DCGM_FI_DEV_FB_FREE"]) == (1024.0 + 480, 79 * 1024.0 - 480)
 
 
 def test_an_unsupported_metric_is_skipped_alone(monkeypatch, caplog):
