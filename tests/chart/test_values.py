@@ -27,10 +27,18 @@ def test_streamer_defaults(helm):
     env = env_of(helm().one("DaemonSet", "streamer")["spec"]["template"]["spec"]["containers"][0])
     assert env["STREAM_WORKERS"] == "2" and float(env["STREAM_RATE"]) == 10.0
     assert env["STREAM_LOOP"] == "true" and env["STREAM_TIMESTAMPS"] == "now"
+    assert env["STREAM_REORDER_WINDOW"] == "100000"
     assert env["LOG_FORMAT"] == "json"
     # The image's bundled sample: no STREAM_SOURCE, no ConfigMap, no partition by node.
     assert "STREAM_SOURCE" not in env and "STREAM_ONLY_HOST" not in env
     assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
+def test_a_large_reorder_window_reaches_the_streamer_as_an_integer(helm):
+    # Helm reads numbers as floats: printed as they are, 2000000 would arrive as "2e+06".
+    env = env_of(helm("--set-json", "streamer.reorderWindow=2000000").one("DaemonSet", "streamer")
+                 ["spec"]["template"]["spec"]["containers"][0])
+    assert env["STREAM_REORDER_WINDOW"] == "2000000"
 
 
 def test_custom_csv_from_set_file_becomes_a_configmap_file(helm):
