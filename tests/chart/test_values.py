@@ -34,11 +34,11 @@ def test_streamer_defaults(helm):
     assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
 
-def test_a_large_reorder_window_reaches_the_streamer_as_an_integer(helm):
-    # Helm reads numbers as floats: printed as they are, 2000000 would arrive as "2e+06".
-    env = env_of(helm("--set-json", "streamer.reorderWindow=2000000").one("DaemonSet", "streamer")
-                 ["spec"]["template"]["spec"]["containers"][0])
-    assert env["STREAM_REORDER_WINDOW"] == "2000000"
+def test_large_streamer_numbers_reach_the_container_as_integers(helm):
+    # Helm reads numbers in values files as floats: printed as they are, 2000000 would arrive as "2e+06".
+    rendered = helm("--set-json", "streamer.reorderWindow=2000000", "--set-json", "streamer.batchSize=1000000")
+    env = env_of(rendered.one("DaemonSet", "streamer")["spec"]["template"]["spec"]["containers"][0])
+    assert (env["STREAM_REORDER_WINDOW"], env["STREAM_BATCH_SIZE"]) == ("2000000", "1000000")
 
 
 def test_custom_csv_from_set_file_becomes_a_configmap_file(helm):
