@@ -184,6 +184,7 @@ def test_rejects_in_the_second_workers_range_keep_their_line_numbers(tmp_path, c
         lines[number - 1] = lines[number - 1].split(",")[0] + "\n"  # one column
     bad = tmp_path / "bad.csv"
     bad.write_text("".join(lines))
+    assert line_ranges(bad, 2)[1].first_line == second  # the bad lines open the second worker's range
     out, _ = run("backfill", str(bad), "--workers", "2")
     assert "backfill done: 2470 rows read, 2466 stored, 0 duplicates, 4 rejected" in out
     rejected = sorted(r.line for r in caplog.records if r.getMessage().startswith("rejected row"))

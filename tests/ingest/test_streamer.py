@@ -196,6 +196,7 @@ def test_rejects_in_the_second_workers_range_keep_their_line_numbers_and_count_o
         lines[number - 1] = lines[number - 1].split(",")[0] + "\n"  # one column
     bad = tmp_path / "bad.csv"
     bad.write_text("".join(lines))
+    assert line_ranges(bad, 2)[1].first_line == second  # the bad lines open the second worker's range
     run = manage("stream", str(bad), "--timestamps", "source", "--workers", "2")
     assert run.returncode == 0, run.stderr
     assert "streamed 2466 samples in " in run.stdout and ", 4 rows rejected" in run.stdout
@@ -247,3 +248,24 @@ def test_a_worker_that_dies_fails_the_stream_without_hanging(monkeypatch):
     with pytest.raises(CommandError, match=r"stream worker \d of 2 was killed by SIGKILL before reporting"):
         call_command("stream", str(SAMPLE_CSV), "--workers", "2", "--loop")
     assert time.monotonic() - started < 30
+
+
+def test_a_slowly_paced_stream_sends_a_sample_within_two_flush_intervals():
+    # Two samples a second, a flush every 0.1 s: the hold must be checked while the source waits,
+    # not only when the next sample arrives half a second later.
+    published: list[float] = []
+
+    class Recorder:
+        def publish(self, payload: bytes, *, samples: int) -> None:
+            published.append(time.monotonic())
+
+        def close(self) -> None:
+            pass
+
+    stop = threading.Event()
+    config = StreamConfig(str(SAMPLE_CSV), rate=2, batch_size=100_000, flush_interval=0.1, reorder_window=0)
+    streamer = Streamer(config, publisher_factory=Recorder, stop=stop, abort=threading.Event())
+    threading.Timer(1.3, stop.set).start()
+    began = time.monotonic()
+    streamer.run()
+    assert published and published[0] - began < 0.6
