@@ -6,9 +6,9 @@ into its row; a sample already stored is never overwritten, so a replay stores n
 
 Two write paths store exactly the same rows:
 - `copy` (PostgreSQL): COPY the batch's readings into a temporary staging table, then one ordered
-  `INSERT … SELECT … ON CONFLICT DO NOTHING`; only when some readings already had a row, one
-  ordered merge of those. Ordering keeps two workers that got the same batch (a redelivery)
-  from deadlocking.
+  `INSERT … SELECT … ON CONFLICT DO NOTHING` that also trims and updates each GPU row once;
+  only when some readings already had a row, one ordered merge of those. Ordering keeps two
+  workers that got the same batch (a redelivery) from deadlocking.
 - `orm` (any database Django supports, the embedded SQLite default): the same in Python.
 GPU rows are locked only at the end of the transaction, in id order, so concurrent workers
 serialise on nothing but the short per-GPU bookkeeping.
@@ -287,32 +287,66 @@ _STAGING_DDL = (
     "(gpu_id integer, ts_us bigint, label_set_id integer, vals double precision[]) ON COMMIT DELETE ROWS"
 )
 _STAGED_TIME = "timestamptz 'epoch' + s.ts_us * interval '1 microsecond'"
-# The GPUs' bookkeeping for the readings a statement stored (`stored(gpu_id, "timestamp", n)`),
-# in the same statement, so no per-GPU data makes a round trip through Python (adapting two
-# arrays of 2,000 times cost more than the update itself). GPU rows are locked by this UPDATE
-# until the commit; should two workers ever deadlock on them, the loser rolls back and its batch
-# is retried. Returns the samples stored, the readings stored, and the GPUs now over the limit
-# with their excess.
-_BOOKKEEPING = """
-, per_gpu AS (
-    SELECT gpu_id, sum(n) AS n, min("timestamp") AS oldest, max("timestamp") AS newest
+# Removing a GPU's oldest samples, as CTEs over `targets` (id, excess, rows_read, trimmed_through,
+# before): `plan` walks each target's (gpu, timestamp) index from its `trimmed_through`, reading at
+# most `rows_read` readings older than `before`, up to `excess` samples; `gone` deletes whole
+# readings by row address (a TID scan, so the cost is what is removed, never a scan of the table);
+# `cut` makes the reading at the boundary lose its first samples by metric id, unless another
+# worker changed it since the plan was read; `removed` is what each GPU lost (RETURNING reports
+# the row versions really deleted, so the count stays exact whatever the plan saw), and the
+# newest reading deleted, the GPU's next `trimmed_through`.
+_TRIM_CTES = """
+plan AS (
+    SELECT gpu_id, row_ctid, ts, n, least(n, excess - (upto - n)) AS drop_n FROM (
+        SELECT t.id AS gpu_id, o.row_ctid, o.ts, o.n, t.excess, sum(o.n) OVER (PARTITION BY t.id ORDER BY o.ts) AS upto
+        FROM {targets} AS t CROSS JOIN LATERAL (
+            SELECT ctid AS row_ctid, "timestamp" AS ts, cardinality(array_remove("values", NULL)) AS n
+            FROM telemetry_reading
+            WHERE gpu_id = t.id AND "timestamp" > coalesce(t.trimmed_through, '-infinity') AND "timestamp" < t.before
+            ORDER BY "timestamp" LIMIT t.rows_read
+        ) AS o
+    ) AS walked
+    WHERE upto - n < excess
+), gone AS (
+    DELETE FROM telemetry_reading
+    WHERE ctid = ANY(ARRAY(SELECT row_ctid FROM plan WHERE drop_n = n))
+    RETURNING gpu_id, cardinality(array_remove("values", NULL)) AS n, "timestamp" AS deleted
+), cut AS (
+    UPDATE telemetry_reading AS r SET "values" = telemetry_values_drop(r."values", p.drop_n)
+    FROM plan AS p
+    WHERE r.ctid = ANY(ARRAY(SELECT row_ctid FROM plan WHERE drop_n < n))
+      AND p.gpu_id = r.gpu_id AND p.ts = r."timestamp" AND cardinality(array_remove(r."values", NULL)) = p.n
+    RETURNING r.gpu_id, p.drop_n AS n, NULL::timestamptz AS deleted
+), removed AS (
+    SELECT gpu_id, sum(n) AS n, max(deleted) AS through
+    FROM (SELECT * FROM gone UNION ALL SELECT * FROM cut) AS both_kinds GROUP BY gpu_id
+)"""
+# What a statement stored per GPU (`per_gpu`: n samples, the narrowest reading, oldest and newest
+# time), from `stored(gpu_id, "timestamp", n)`.
+_PER_GPU = """
+per_gpu AS (
+    SELECT gpu_id, sum(n) AS n, min(n) AS narrowest, min("timestamp") AS oldest, max("timestamp") AS newest
     FROM stored GROUP BY gpu_id ORDER BY gpu_id
-), counted AS (
-    UPDATE telemetry_gpu AS g
-    SET sample_count = g.sample_count + c.n,
+)"""
+_SEEN_SET = """
         first_seen = CASE WHEN g.sample_count = 0 THEN c.oldest ELSE LEAST(g.first_seen, c.oldest) END,
-        last_seen = CASE WHEN g.sample_count = 0 THEN c.newest ELSE GREATEST(g.last_seen, c.newest) END,
-        trimmed_through = CASE WHEN c.oldest <= g.trimmed_through THEN NULL ELSE g.trimmed_through END
-    FROM per_gpu AS c
-    WHERE g.id = c.gpu_id
-    RETURNING g.id, g.sample_count, c.n
-)
-SELECT coalesce(sum(n), 0)::bigint, (SELECT count(*) FROM stored),
+        last_seen = CASE WHEN g.sample_count = 0 THEN c.newest ELSE GREATEST(g.last_seen, c.newest) END"""
+# Returns the samples stored, the readings stored, the samples trimmed, and the GPUs still over
+# the limit with their excess (for the exact pass, `_trim_copy`).
+_COUNTED_SUMMARY = """
+SELECT coalesce(sum(n), 0)::bigint, (SELECT count(*) FROM stored), coalesce(sum(trimmed), 0)::bigint,
        coalesce(array_agg(id ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}'),
        coalesce(array_agg(sample_count - %(limit)s ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}')
 FROM counted
 """
-# New readings, ordered so that two workers holding the same batch cannot deadlock.
+# New readings, ordered so that two workers holding the same batch cannot deadlock, and in the
+# same statement the GPUs' bookkeeping and their trim, so each GPU row is written once per batch
+# and no per-GPU data makes a round trip through Python. The trim plan reads this statement's
+# snapshot; it only removes readings older than every new one of the GPU (those the walk can
+# see). Should another worker have changed the GPU since that snapshot (its row version moved),
+# what it already deleted is skipped, the GPU may stay over the limit, and the exact pass that
+# follows removes the rest with a fresh snapshot. GPU rows stay locked until the commit; two
+# workers that deadlock on them roll back and retry.
 _INSERT_READINGS = f"""
 WITH stored AS (
     INSERT INTO telemetry_reading (gpu_id, "timestamp", label_set_id, "values")
@@ -320,11 +354,30 @@ WITH stored AS (
     ORDER BY s.gpu_id, s.ts_us
     ON CONFLICT DO NOTHING
     RETURNING gpu_id, "timestamp", cardinality(array_remove("values", NULL)) AS n
-)""" + _BOOKKEEPING
+), {_PER_GPU}, over_limit AS (
+    SELECT g.id, g.ctid AS row_version, g.sample_count + c.n - %(limit)s AS excess,
+           (g.sample_count + c.n - %(limit)s + c.narrowest - 1) / c.narrowest AS rows_read,
+           g.trimmed_through, c.oldest AS before
+    FROM per_gpu AS c JOIN telemetry_gpu AS g ON g.id = c.gpu_id
+    WHERE %(limit)s > 0 AND g.sample_count + c.n > %(limit)s
+), {_TRIM_CTES.format(targets="over_limit")}, counted AS (
+    UPDATE telemetry_gpu AS g
+    SET sample_count = g.sample_count + c.n - coalesce(rm.n, 0),{_SEEN_SET},
+        trimmed_through = CASE
+            WHEN c.oldest <= g.trimmed_through THEN NULL
+            WHEN rm.through IS NULL THEN g.trimmed_through
+            -- Changed by another worker since the snapshot: the next walk starts from the oldest.
+            WHEN g.ctid <> o.row_version THEN NULL
+            ELSE GREATEST(g.trimmed_through, rm.through) END
+    FROM per_gpu AS c LEFT JOIN over_limit AS o ON o.id = c.gpu_id LEFT JOIN removed AS rm ON rm.gpu_id = c.gpu_id
+    WHERE g.id = c.gpu_id
+    RETURNING g.id, g.sample_count, c.n, coalesce(rm.n, 0) AS trimmed
+)""" + _COUNTED_SUMMARY
 # Readings that already had a row and bring samples it lacks. A statement of its own, after the
 # insert: it must see rows that another worker committed while the insert waited on them. The
 # rows are locked in id order; FOR UPDATE re-reads a row another worker changed meanwhile, so
-# `added` counts against its newest version.
+# `added` counts against its newest version. Rare (the reorder window keeps readings whole), so
+# a GPU it takes over the limit is left to the exact pass.
 _MERGE_READINGS = f"""
 WITH candidates AS (
     SELECT r.id, s.vals, telemetry_values_added(r."values", s.vals) AS added
@@ -337,43 +390,24 @@ WITH candidates AS (
     UPDATE telemetry_reading AS r SET "values" = telemetry_values_merge(r."values", c.vals)
     FROM candidates AS c WHERE r.id = c.id
     RETURNING r.gpu_id, r."timestamp", c.added AS n
-)""" + _BOOKKEEPING
+), {_PER_GPU}, counted AS (
+    UPDATE telemetry_gpu AS g
+    SET sample_count = g.sample_count + c.n,{_SEEN_SET},
+        trimmed_through = CASE WHEN c.oldest <= g.trimmed_through THEN NULL ELSE g.trimmed_through END
+    FROM per_gpu AS c
+    WHERE g.id = c.gpu_id
+    RETURNING g.id, g.sample_count, c.n, 0 AS trimmed
+)""" + _COUNTED_SUMMARY
 _LOCK_GPUS = "SELECT 1 FROM telemetry_gpu WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-# Removes up to `excess` oldest samples of each GPU from its `rows_read` oldest readings, found by
-# walking the (gpu, timestamp) index from the GPU's `trimmed_through`; whole readings are deleted
-# by row address (a TID scan, so the cost is what is removed, never a scan of the table) and the
-# reading at the boundary loses its first samples by metric id. Returns what each GPU lost, and
-# moves its `trimmed_through` to the newest reading deleted. The GPU rows are already locked by
-# this transaction.
-_TRIM_OLDEST = """
-WITH plan AS (
-    SELECT o.gpu_id, o.row_ctid, o."timestamp" AS ts, o.n, least(o.n, c.excess - (o.upto - o.n)) AS drop_n
+# The exact pass: removes up to `excess` oldest samples of each GPU from its `rows_read` oldest
+# readings, with the GPU rows already locked by this transaction (so this statement's snapshot
+# sees every committed change to their readings), and moves each GPU's count and `trimmed_through`.
+_TRIM_OLDEST = f"""
+WITH targets AS (
+    SELECT c.id, c.excess, c.rows_read, g.trimmed_through, timestamptz 'infinity' AS before
     FROM unnest(%s::integer[], %s::bigint[], %s::bigint[]) AS c(id, excess, rows_read)
     JOIN telemetry_gpu AS g ON g.id = c.id
-    CROSS JOIN LATERAL (
-        SELECT r.gpu_id, r.row_ctid, r."timestamp", r.n, sum(r.n) OVER (ORDER BY r."timestamp") AS upto
-        FROM (
-            SELECT gpu_id, ctid AS row_ctid, "timestamp", cardinality(array_remove("values", NULL)) AS n
-            FROM telemetry_reading
-            WHERE gpu_id = c.id AND "timestamp" > coalesce(g.trimmed_through, '-infinity')
-            ORDER BY "timestamp" LIMIT c.rows_read
-        ) AS r
-    ) AS o
-    WHERE o.upto - o.n < c.excess
-), gone AS (
-    DELETE FROM telemetry_reading
-    WHERE ctid = ANY(ARRAY(SELECT row_ctid FROM plan WHERE drop_n = n))
-    RETURNING gpu_id, cardinality(array_remove("values", NULL)) AS n, "timestamp" AS deleted
-), cut AS (
-    UPDATE telemetry_reading AS r SET "values" = telemetry_values_drop(r."values", p.drop_n)
-    FROM plan AS p
-    WHERE r.ctid = ANY(ARRAY(SELECT row_ctid FROM plan WHERE drop_n < n))
-      AND p.gpu_id = r.gpu_id AND p.ts = r."timestamp"
-    RETURNING r.gpu_id, p.drop_n AS n, NULL::timestamptz AS deleted
-), removed AS (
-    SELECT gpu_id, sum(n) AS n, max(deleted) AS through
-    FROM (SELECT * FROM gone UNION ALL SELECT * FROM cut) AS both_kinds GROUP BY gpu_id
-)
+), {_TRIM_CTES.format(targets="targets")}
 UPDATE telemetry_gpu AS g
 SET sample_count = g.sample_count - removed.n, trimmed_through = GREATEST(g.trimmed_through, removed.through)
 FROM removed WHERE g.id = removed.gpu_id
@@ -401,14 +435,14 @@ def _persist_copy(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
         with cursor.copy("COPY reading_staging (gpu_id, ts_us, label_set_id, vals) FROM STDIN") as copy:
             copy.write(_copy_text(rows))
         cursor.execute(_INSERT_READINGS, {"limit": max_per_gpu})
-        stored, inserted, over_ids, excesses = cursor.fetchone()
+        stored, inserted, trimmed, over_ids, excesses = cursor.fetchone()
         over = dict(zip(over_ids, excesses))
         if inserted < len(rows):
             cursor.execute(_MERGE_READINGS, {"limit": max_per_gpu})
-            merged, _, over_ids, excesses = cursor.fetchone()
+            merged, _, _, over_ids, excesses = cursor.fetchone()
             stored += merged
             over.update(zip(over_ids, excesses))  # the later count of a GPU both statements touched
-        trimmed = _trim_copy(cursor, sorted(over.items()), _narrowest_readings(rows) if over else None)
+        trimmed += _trim_copy(cursor, sorted(over.items()), _narrowest_readings(rows) if over else None)
     return stored, trimmed
 
 
@@ -423,9 +457,10 @@ def _narrowest_readings(rows: ReadingRows) -> dict[int, int]:
 
 
 def _trim_copy(cursor, over: list[tuple[int, int]], widths: dict[int, int] | None = None) -> int:
-    """Remove each (GPU, excess)'s `excess` oldest samples.
+    """The exact pass: remove each (GPU, excess)'s `excess` oldest samples, the GPU rows locked.
 
-    Reading rows walked per GPU cost most of the trim, so the first pass reads only as many as
+    After a batch it runs only for GPUs that the insert statement's own trim left over the limit
+    (another worker changed them meanwhile, a batch older than what is stored, merges). Reading rows walked per GPU cost most of the trim, so the first pass reads only as many as
     `widths` (samples per reading, as in the batch just stored) says are needed; a GPU whose old
     readings are narrower than that gets another pass for the rest.
     """

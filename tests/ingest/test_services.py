@@ -1,6 +1,9 @@
 """The collector's service against the real PostgreSQL: idempotent storage, both write paths, trimming."""
+import threading
+import time
+
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from telemetry.ingest.batch import Batch, BatchBuilder, GpuInfo, Sample
 from telemetry.ingest.services import int_array, readings_by_key, samples_persist, samples_trim, text_array, to_datetime
@@ -147,7 +150,8 @@ def test_a_sample_already_stored_keeps_its_first_value():
     assert stored_sum() == 0.0
 
 
-NEWER = 1_752_871_354_000_000 + 100_000_000
+START_US = 1_752_871_354_000_000  # fleet_batch's default start
+NEWER = START_US + 100_000_000
 
 
 @pytest.mark.parametrize("writer", ["copy", "orm"])
@@ -179,6 +183,74 @@ def test_a_reading_older_than_the_trimmed_ones_is_still_trimmed_first(writer):
         assert Gpu.objects.get().trimmed_through == to_datetime(old.ts[0])
     kept = sorted({ts for _, _, ts, _ in stored_samples()})
     assert kept == [to_datetime(NEWER + 2_000_000), to_datetime(NEWER + 3_000_000)]
+
+
+def _wait_for_a_lock_wait(timeout: float = 10.0) -> None:
+    """Until some backend of this database waits on a row lock."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError("no worker waited on another's locks")
+
+
+def _ticks(first: int, count: int = 1) -> Batch:
+    """Two GPUs' readings at `count` one-second ticks from tick `first` (2 samples each)."""
+    return fleet_batch(gpus=2, ticks=count, start_us=START_US + first * 1_000_000)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("before, first, second, limit, kept, trimmed", [
+    # Both trim the same oldest reading: the second's plan is stale, its delete finds the row gone.
+    ([(_ticks(0, 2), 4)], _ticks(2), _ticks(3), 4, [2, 3], (4, 4)),
+    # The first stores a reading older than every trimmed one and keeps it; the second's plan,
+    # walking from where trimming had stopped, cannot see it: it is still trimmed first.
+    ([(_ticks(0, 3), 4)], _ticks(-5), _ticks(3, 2), 6, [2, 3, 4], (0, 8)),
+    # An odd limit: both plan to cut the same boundary reading; the second's cut finds it changed.
+    ([(_ticks(0, 2), 3)], _ticks(2), _ticks(3), 3, [2, 3], (4, 4)),
+], ids=["both-trim-the-same-reading", "an-older-reading-stored-meanwhile", "both-cut-the-same-reading"])
+def test_a_worker_whose_gpus_another_changed_meanwhile_still_keeps_exactly_the_newest_n(
+        before, first, second, limit, kept, trimmed):
+    """The trim planned from a snapshot made stale by another worker's commit: counts and kept samples stay exact."""
+    for batch, max_per_gpu in before:
+        samples_persist(batch=batch, max_per_gpu=max_per_gpu)
+    holding, release, results = threading.Event(), threading.Event(), {}
+
+    def hold_first() -> None:  # committed only once the second worker waits on it
+        try:
+            with transaction.atomic():
+                results["first"] = samples_persist(batch=first, max_per_gpu=limit)
+                holding.set()
+                release.wait(10)
+        finally:
+            holding.set()
+            connection.close()
+
+    def store_second() -> None:  # its statement reads the table as it was before the first committed
+        try:
+            results["second"] = samples_persist(batch=second, max_per_gpu=limit)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=hold_first), threading.Thread(target=store_second)]
+    workers[0].start()
+    holding.wait(10)
+    workers[1].start()
+    try:
+        _wait_for_a_lock_wait()
+    finally:
+        release.set()
+        for worker in workers:
+            worker.join(30)
+    assert (results["first"].trimmed, results["second"].trimmed) == trimmed
+    for row in Gpu.objects.all():
+        assert sorted({ts for _, _, ts, _ in stored_samples(gpu=row)}) == [
+            to_datetime(START_US + tick * 1_000_000) for tick in kept]
+        assert row.sample_count == stored_count(gpu_id=row.pk) == limit
 
 
 def test_readings_by_key_puts_each_value_in_its_metric_slot_and_keeps_the_first():
