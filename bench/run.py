@@ -102,7 +102,7 @@ def copy_baseline(rows_file: Path, count: int, *, create: str = _SAMPLE_ROWS, co
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS bench_copy_baseline")
         cursor.execute(create)
-    connection.ensure_connection()
+    harness.database_settle()
     started = time.perf_counter()
     with raw.cursor() as cursor, open(rows_file, "rb") as source:
         with cursor.copy(f"COPY bench_copy_baseline ({columns}) FROM STDIN") as copy:
@@ -135,6 +135,7 @@ def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, timeout:
     from telemetry.ingest.streamer import StreamConfig, Streamer
 
     harness.queues_purge()
+    harness.database_settle()
     with harness.Worker(run.work, max_per_gpu=max_per_gpu) as worker:
         already = harness.counter(SAMPLES_STORED) + harness.counter(SAMPLES_DUPLICATE)
         stop, abort = threading.Event(), threading.Event()
@@ -276,6 +277,7 @@ def bench_collector_batch_shape(run: Run, csv: Path, baseline: float, ticks: int
 
 
 def backfill(run: Run, csv: Path, expected: int) -> dict:
+    harness.database_settle()
     started = time.perf_counter()
     cpu_before = harness.cpu_seconds({})
     process = subprocess.Popen(
@@ -373,6 +375,7 @@ def bench_query(run: Run, start: datetime) -> None:
     from telemetry.models import Gpu
 
     client = Client()
+    harness.database_settle()
     uuids = list(Gpu.objects.values_list("uuid", flat=True))
     span_end = start + timedelta(seconds=(run.size.storage_ticks - 1) * STORAGE_INTERVAL_S)
     probe = client.get(f"/api/v1/gpus/{uuids[0]}/telemetry", {"limit": 1})
