@@ -118,7 +118,8 @@ def _samples_join(metric_ids: list[int] | None) -> tuple[str, list[int]]:
 
 def gpu_telemetry_window(
     *,
-    gpu_id: int,
+    gpu_id: int | None = None,
+    gpu_uuid: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
     metric_ids: list[int] | None = None,
@@ -135,21 +136,28 @@ def gpu_telemetry_window(
     page. On PostgreSQL it is one range scan of the (gpu, timestamp) index over readings, each
     reading unnested into its samples, and the database formats the times: parsing a datetime
     per row in Python cost more than the query itself (see the README's measurements).
+
+    The GPU is `gpu_id`, or `gpu_uuid` looked up in the same query (a round trip less for the API,
+    which tells a missing GPU from an empty window only when no sample comes back).
     """
+    if (gpu_id is None) == (gpu_uuid is None):
+        raise TypeError("give exactly one of gpu_id and gpu_uuid")
+    gpu = gpu_uuid if gpu_id is None else gpu_id
     ascending = order == "asc"
     walk_ascending = ascending if before is None else not ascending
     if connection.vendor == "postgresql":
-        return _window_postgresql(gpu_id, start, end, metric_ids, ascending, walk_ascending, after, before, limit)
-    return _window_portable(gpu_id, start, end, metric_ids, ascending, walk_ascending, after, before, limit)
+        return _window_postgresql(gpu, start, end, metric_ids, ascending, walk_ascending, after, before, limit)
+    return _window_portable(gpu, start, end, metric_ids, ascending, walk_ascending, after, before, limit)
 
 
 # RFC 3339 in UTC with the fraction's trailing zeros (and a bare dot) trimmed: 20:42:34Z, 20:42:34.5Z.
 _TIME_TEXT_SQL = """rtrim(rtrim(to_char(r."timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.') || 'Z'"""
 
 
-def _window_postgresql(gpu_id, start, end, metric_ids, ascending, walk_ascending, after, before, limit):
+def _window_postgresql(gpu: int | str, start, end, metric_ids, ascending, walk_ascending, after, before, limit):
     samples, samples_params = _samples_join(metric_ids)
-    where, params = ["r.gpu_id = %s"], [gpu_id]
+    where = ["r.gpu_id = %s" if isinstance(gpu, int) else "r.gpu_id = (SELECT id FROM telemetry_gpu WHERE uuid = %s)"]
+    params: list = [gpu]
     if start is not None:
         where.append('r."timestamp" >= %s')
         params.append(start)
@@ -180,9 +188,9 @@ def _window_postgresql(gpu_id, start, end, metric_ids, ascending, walk_ascending
         return cursor.fetchall()
 
 
-def _window_portable(gpu_id, start, end, metric_ids, ascending, walk_ascending, after, before, limit):
+def _window_portable(gpu: int | str, start, end, metric_ids, ascending, walk_ascending, after, before, limit):
     # The embedded SQLite mode: the same rows from readings in time order, unnested in Python.
-    readings = Reading.objects.filter(gpu_id=gpu_id)
+    readings = Reading.objects.filter(**{"gpu_id" if isinstance(gpu, int) else "gpu__uuid": gpu})
     if start is not None:
         readings = readings.filter(timestamp__gte=start)
     if end is not None:

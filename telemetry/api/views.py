@@ -124,18 +124,28 @@ def _bounded_int(request, name, default, low, high):
 _GPU_BY_UUID = f"SELECT id, first_seen, last_seen FROM {Gpu._meta.db_table} WHERE uuid = %s"
 
 
+def _no_such_gpu(uuid: str) -> Http404:
+    return Http404(f"No GPU with UUID {uuid!r}.")
+
+
+def _uuid_or_404(uuid: str) -> None:
+    """A 404 for a UUID no GPU can have: PostgreSQL refuses text holding a NUL character."""
+    if "\x00" in uuid:
+        raise _no_such_gpu(uuid)
+
+
 def _gpu_or_404(uuid: str) -> tuple[int, datetime, datetime]:
-    """(id, first_seen, last_seen) of the GPU, or a 404. Plain SQL: it runs before every telemetry read."""
-    if "\x00" not in uuid:
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(_GPU_BY_UUID, [uuid])
-                row = cursor.fetchone()
-        else:  # other backends return raw datetimes without a zone; the ORM converts them
-            row = Gpu.objects.filter(uuid=uuid).values_list("id", "first_seen", "last_seen").first()
-        if row is not None:
-            return row
-    raise Http404(f"No GPU with UUID {uuid!r}.")
+    """(id, first_seen, last_seen) of the GPU, or a 404. Plain SQL: it runs before most telemetry reads."""
+    _uuid_or_404(uuid)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_GPU_BY_UUID, [uuid])
+            row = cursor.fetchone()
+    else:  # other backends return raw datetimes without a zone; the ORM converts them
+        row = Gpu.objects.filter(uuid=uuid).values_list("id", "first_seen", "last_seen").first()
+    if row is None:
+        raise _no_such_gpu(uuid)
+    return row
 
 
 _LIST_PARAMS: dict[type, frozenset[str]] = {}
@@ -353,16 +363,18 @@ class GpuTelemetryView(APIView):
         responses={200: OpenApiResponse(TelemetryPageSerializer, description="A page of samples with cursor links."), **ERRORS_400, **ERRORS_404},
     )
     def get(self, request, uuid: str):
-        gpu_id, _, _ = _gpu_or_404(uuid)
+        _uuid_or_404(uuid)
         query = _query(TelemetryQuerySerializer, request)
         metric_ids = _metric_ids(query.get("metric"))
         limit, order = query["limit"], query["order"]
         direction, position = Cursor.decode(query["cursor"]) if "cursor" in query else ("n", None)
         backwards = direction == "p"
         rows = selectors.gpu_telemetry_window(
-            gpu_id=gpu_id, start=query.get("start_time"), end=query.get("end_time"), metric_ids=metric_ids,
+            gpu_uuid=uuid, start=query.get("start_time"), end=query.get("end_time"), metric_ids=metric_ids,
             order=order, after=None if backwards else position, before=position if backwards else None, limit=limit + 1,
         )
+        if not rows:
+            _gpu_or_404(uuid)  # an empty window, or no such GPU
         more = len(rows) > limit
         rows = rows[:limit]
         if backwards:

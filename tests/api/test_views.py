@@ -261,6 +261,14 @@ def test_telemetry_of_unknown_gpu_is_a_404(sample_data, api):
         assert response.status_code == 404 and "GPU-unknown" in response.json()["detail"]
 
 
+def test_telemetry_of_a_known_gpu_in_a_window_without_samples_is_an_empty_page(sample_data, api):
+    """The GPU is looked up in the window's own query, so no sample must not read as no GPU."""
+    response = api.get(f"/api/v1/gpus/{GPU_UUID}/telemetry", {"start_time": "2020-01-01T00:00:00Z",
+                                                               "end_time": "2020-01-02T00:00:00Z"})
+    assert response.status_code == 200
+    assert response.json() == {"gpu": GPU_UUID, "next": None, "previous": None, "results": []}
+
+
 # --- Summary and latest ---
 
 
