@@ -137,20 +137,3 @@ def test_metric_totals_count_each_non_null_value(gappy):
     assert totals["DCGM_FI_DEV_FB_FREE"]["sample_count"] == 247  # not in the added readings
     assert totals["DCGM_FI_DEV_GPU_UTIL"]["sample_count"] > 247
     assert totals["DCGM_FI_DEV_GPU_UTIL"]["last"] > T0 + timedelta(minutes=1)
-
-
-def test_summary_of_every_metric_covers_metrics_this_process_has_not_seen(gappy):
-    """A metric created after this process read the metric table is still summarised (the query widens)."""
-    start, end = T0, T0 + timedelta(minutes=5)
-    known = selectors._summary_postgresql(gappy, start, end, 60, ["count"], None)
-    selectors.metric_names_forget()
-    unseen = selectors._summary_postgresql(gappy, start, end, 60, ["count"], None)
-    assert unseen == known and len(known) == Metric.objects.count() == 10
-
-
-def test_summary_of_many_metrics_is_split_into_queries_with_the_same_answer(gappy, monkeypatch):
-    start, end = T0, T0 + timedelta(minutes=5)
-    whole = selectors._summary_postgresql(gappy, start, end, 60, list(selectors.AGGREGATES), None)
-    monkeypatch.setattr(selectors, "_SUMMARY_METRICS_PER_QUERY", 3)
-    assert selectors._summary_postgresql(gappy, start, end, 60, list(selectors.AGGREGATES), None) == whole
-    assert len(whole) == 10
