@@ -10,8 +10,8 @@ Two write paths store exactly the same rows:
   only when some readings already had a row, one ordered merge of those. Ordering keeps two
   workers that got the same batch (a redelivery) from deadlocking.
 - `orm` (any database Django supports, the embedded SQLite default): the same in Python.
-GPU rows are locked only at the end of the transaction, in id order, so concurrent workers
-serialise on nothing but the short per-GPU bookkeeping.
+GPU rows are locked last, by the statement that writes them, so concurrent workers serialise on
+nothing but the short per-GPU bookkeeping and trim.
 """
 import hashlib
 import json
@@ -459,10 +459,11 @@ def _narrowest_readings(rows: ReadingRows) -> dict[int, int]:
 def _trim_copy(cursor, over: list[tuple[int, int]], widths: dict[int, int] | None = None) -> int:
     """The exact pass: remove each (GPU, excess)'s `excess` oldest samples, the GPU rows locked.
 
-    After a batch it runs only for GPUs that the insert statement's own trim left over the limit
-    (another worker changed them meanwhile, a batch older than what is stored, merges). Reading rows walked per GPU cost most of the trim, so the first pass reads only as many as
-    `widths` (samples per reading, as in the batch just stored) says are needed; a GPU whose old
-    readings are narrower than that gets another pass for the rest.
+    After a batch it runs only for the GPUs that the insert statement's own trim left over the
+    limit: another worker changed them meanwhile, the batch is older than what is stored, or a
+    merge added samples. Reading rows walked per GPU cost most of the trim, so the first pass
+    reads only as many as `widths` (samples per reading, as in the batch just stored) says are
+    needed; a GPU whose old readings are narrower than that gets another pass for the rest.
     """
     pending = dict(over)
     fetch = {gpu_id: -(-excess // max((widths or {}).get(gpu_id, 1), 1)) for gpu_id, excess in over}
