@@ -3,15 +3,17 @@ import json
 
 from django.db import models
 
+from telemetry.ingest.batch import DEVICE_MAX, HOSTNAME_MAX, METRIC_NAME_MAX, MODEL_NAME_MAX, UUID_MAX
+
 
 class Gpu(models.Model):
     """One physical GPU, identified by its NVIDIA UUID; host and index are where it was last seen."""
 
-    uuid = models.CharField(max_length=64, unique=True, help_text="NVIDIA GPU UUID, e.g. GPU-5fd4f087-…")
-    hostname = models.CharField(max_length=255, db_index=True, help_text="Host the GPU reported from.")
+    uuid = models.CharField(max_length=UUID_MAX, unique=True, help_text="NVIDIA GPU UUID, e.g. GPU-5fd4f087-…")
+    hostname = models.CharField(max_length=HOSTNAME_MAX, db_index=True, help_text="Host the GPU reported from.")
     index = models.PositiveSmallIntegerField(help_text="GPU index on its host (DCGM's gpu_id, 0-7).")
-    device = models.CharField(max_length=32, blank=True, help_text="Device name, e.g. nvidia0.")
-    model_name = models.CharField(max_length=128, blank=True, db_index=True, help_text="GPU model name.")
+    device = models.CharField(max_length=DEVICE_MAX, blank=True, help_text="Device name, e.g. nvidia0.")
+    model_name = models.CharField(max_length=MODEL_NAME_MAX, blank=True, db_index=True, help_text="GPU model name.")
     first_seen = models.DateTimeField(help_text="Time of the oldest sample ever stored for this GPU.")
     # Not indexed: the collector rewrites it with every batch, and an unindexed column lets
     # PostgreSQL update the row in place (HOT); a fleet's GPU table is small enough to scan.
@@ -37,7 +39,7 @@ class Metric(models.Model):
     """A metric name (DCGM's field name, e.g. DCGM_FI_DEV_GPU_UTIL), stored once and referenced by id."""
 
     id = models.SmallAutoField(primary_key=True)
-    name = models.CharField(max_length=128, unique=True)
+    name = models.CharField(max_length=METRIC_NAME_MAX, unique=True)
 
     class Meta:
         ordering = ["name"]

@@ -47,6 +47,24 @@ class GpuInfo(NamedTuple):
     model_name: str
 
 
+# Widths of the stored text fields (telemetry.models declares its columns with them). A longer
+# value would make the database refuse the whole batch it travels in, so the readers reject its row.
+UUID_MAX = 64
+HOSTNAME_MAX = 255
+DEVICE_MAX = 32
+MODEL_NAME_MAX = 128
+METRIC_NAME_MAX = 128
+
+
+def gpu_problem(gpu: GpuInfo) -> str | None:
+    """Why a GPU cannot be stored (a field longer than its column), or None."""
+    for field_name, value, limit in (("UUID", gpu.uuid, UUID_MAX), ("host name", gpu.hostname, HOSTNAME_MAX),
+                                     ("device", gpu.device, DEVICE_MAX), ("model name", gpu.model_name, MODEL_NAME_MAX)):
+        if len(value) > limit:
+            return f"{field_name} longer than {limit} characters"
+    return None
+
+
 class Labels(NamedTuple):
     container: str
     pod: str

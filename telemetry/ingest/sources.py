@@ -17,7 +17,7 @@ from math import isfinite
 from pathlib import Path
 from typing import BinaryIO
 
-from telemetry.ingest.batch import GpuInfo, Labels, Sample
+from telemetry.ingest.batch import METRIC_NAME_MAX, GpuInfo, Labels, Sample, gpu_problem
 from telemetry.ingest.file_ranges import LineRange, open_range
 
 logger = logging.getLogger(__name__)
@@ -290,6 +290,10 @@ def read_csv(
         metrics = [name for name in header if name not in _WIDE_ATTRIBUTE_COLUMNS]
         if not metrics:
             raise SourceFormatError(f"{path}: a wide CSV needs at least one metric column besides gpu_id")
+        too_long = [name for name in metrics if len(name) > METRIC_NAME_MAX]
+        if too_long:
+            raise SourceFormatError(f"{path}: metric column name(s) longer than {METRIC_NAME_MAX} characters: "
+                                    + ", ".join(name[:40] + "…" for name in too_long))
         yield from _read_wide(rows, header, metrics, path, on_reject, local_hostname or socket.gethostname())
 
 
@@ -364,6 +368,8 @@ class _DcgmRows:
             name = row[c_metric].strip()
             if not name:
                 raise RowError("no metric name")
+            if len(name) > METRIC_NAME_MAX:
+                raise RowError(f"metric name longer than {METRIC_NAME_MAX} characters")
             swap = f'"{name}"' if _SWAPPABLE.fullmatch(name) else _NOTHING
             metric = self.metrics.remember(row[c_metric], (name, swap))
         gpu_key = (row[c_uuid], row[c_host], row[c_gpu], row[c_device], row[c_model])
@@ -375,7 +381,11 @@ class _DcgmRows:
                 raise RowError(f"bad gpu_id {row[c_gpu]!r}") from None
             if not 0 <= index <= 32767:
                 raise RowError(f"gpu_id {index} out of range")
-            gpu = self.gpus.remember(gpu_key, GpuInfo(uuid, row[c_host], index, row[c_device], row[c_model]))
+            gpu = GpuInfo(uuid, row[c_host], index, row[c_device], row[c_model])
+            problem = gpu_problem(gpu)
+            if problem is not None:
+                raise RowError(problem)
+            gpu = self.gpus.remember(gpu_key, gpu)
         timestamp = self.times.get(row[c_ts])
         if timestamp is None:
             timestamp = self.times.remember(row[c_ts], parse_timestamp_us(row[c_ts]))
@@ -454,6 +464,9 @@ def _read_wide(
                 row[column["device"]] if "device" in column else "",
                 row[model_column] if model_column is not None else "",
             )
+            problem = gpu_problem(gpu)
+            if problem is not None:
+                raise RowError(problem)
             timestamp = parse_timestamp_us(row[column["timestamp"]]) if "timestamp" in column else pass_time
             values = [(name, parse_value(row[i])) for name, i in metric_columns if row[i].strip() != ""]
         except RowError as exc:

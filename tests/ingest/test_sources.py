@@ -65,6 +65,27 @@ def test_three_malformed_rows_are_reported_and_the_good_rows_kept():
     assert rejects == [(3, "bad number 'not-a-number'"), (5, "no GPU UUID"), (6, "expected 12 columns, found 3")]
 
 
+def test_fields_longer_than_their_columns_reject_their_row_alone():
+    """The database would refuse the whole batch such a field travels in, with the good rows next to it."""
+    text = (
+        HEADER
+        + ROW.format(gpu=0, value=1)
+        + ROW.format(gpu=1, value=2).replace('"GPU-1"', '"GPU-' + "x" * 70 + '"')  # line 3
+        + ROW.format(gpu=2, value=3).replace('"nvidia2"', '"' + "d" * 40 + '"')  # line 4
+        + ROW.format(gpu=3, value=4).replace('"DCGM_FI_DEV_GPU_UTIL"', '"' + "M" * 200 + '"')  # line 5
+        + ROW.format(gpu=4, value=5)
+    )
+    samples, rejects = collect(text)
+    assert [s.value for s in samples] == [1.0, 5.0]
+    assert rejects == [(3, "UUID longer than 64 characters"), (4, "device longer than 32 characters"),
+                       (5, "metric name longer than 128 characters")]
+    samples, rejects = collect("uuid,gpu_id,modelName,util\nGPU-A,0,H100,5\nGPU-B,1," + "m" * 200 + ",6\n")
+    assert [(s.gpu.uuid, s.value) for s in samples] == [("GPU-A", 5.0)]
+    assert rejects == [(3, "model name longer than 128 characters")]
+    with pytest.raises(SourceFormatError, match="longer than 128 characters"):
+        collect("gpu_id," + "u" * 130 + "\n0,1\n")
+
+
 def test_reordered_and_extra_columns_bom_and_crlf():
     text = "\ufeffuuid,extra," + HEADER.replace("uuid,", "").replace("\n", "\r\n")
     row = '"GPU-9","x","2025-07-18T20:42:34Z","M","9","nvidia9","H100","h","","","","2.5",""\r\n'
