@@ -75,6 +75,21 @@ def test_gpus_named_with_quotes_and_backslashes_are_found_again():
     assert sorted(Gpu.objects.values_list("uuid", flat=True)) == sorted(odd)
 
 
+@pytest.mark.parametrize("writer", ["copy", "orm"])
+def test_a_new_gpu_is_stored_with_every_attribute_as_sampled(writer):
+    gpus = [GpuInfo("GPU-a", 'host "one"', 3, "nvidia3", "NVIDIA H100 80GB HBM3"), GpuInfo("GPU-b", "höst-2", 0, "", "")]
+    builder = BatchBuilder()
+    for tick, gpu in ((1, gpus[0]), (2, gpus[0]), (5, gpus[1])):
+        builder.add(Sample(gpu, METRICS[0], tick * 1_000_000, 1.0, None))
+    samples_persist(batch=builder.build(), max_per_gpu=0, writer=writer)
+    rows = Gpu.objects.order_by("uuid").values_list(
+        "uuid", "hostname", "index", "device", "model_name", "first_seen", "last_seen", "sample_count")
+    assert list(rows) == [
+        (*gpus[0], to_datetime(1_000_000), to_datetime(2_000_000), 2),
+        (*gpus[1], to_datetime(5_000_000), to_datetime(5_000_000), 1),
+    ]
+
+
 def test_duplicates_inside_one_batch_are_stored_once():
     builder = BatchBuilder()
     batch = fleet_batch(gpus=1, ticks=1)
