@@ -149,6 +149,7 @@ def _gpus_upsert(gpus: list[GpuInfo], placeholder_time: datetime) -> list[int]:
     return [ids[gpu.uuid] for gpu in gpus]
 
 
+# Ordered by UUID, so two workers creating the same new GPUs wait on each other's rows in one order.
 _GPUS_CREATE = """
 INSERT INTO telemetry_gpu (uuid, hostname, "index", device, model_name, first_seen, last_seen, sample_count)
 SELECT g.uuid, g.hostname, g.index, g.device, g.model_name, %(time)s, %(time)s, 0
