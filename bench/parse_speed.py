@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.fleet import Fleet
-from telemetry.ingest.sources import read_csv
+from telemetry.ingest.streamer.sources import read_csv
 
 
 def read_once(path: Path) -> tuple[float, int, float]:

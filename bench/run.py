@@ -130,14 +130,14 @@ def stored_total() -> tuple[int, float]:
 def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, timeout: float = 600) -> dict:
     """Stream `csv` through real workers; samples/s from the first publish to the last commit."""
     from config.celery import app
-    from telemetry.ingest.publisher import BatchPublisher
-    from telemetry.ingest.services import SAMPLES_DUPLICATE, SAMPLES_STORED
-    from telemetry.ingest.streamer import StreamConfig, Streamer
+    from telemetry.ingest.streamer.publisher import BatchPublisher
+    from telemetry.models import IngestCounter
+    from telemetry.ingest.streamer.stream import StreamConfig, Streamer
 
     harness.queues_purge()
     harness.database_settle()
     with harness.Worker(run.work, max_per_gpu=max_per_gpu) as worker:
-        already = harness.counter(SAMPLES_STORED) + harness.counter(SAMPLES_DUPLICATE)
+        already = harness.counter(IngestCounter.SAMPLES_STORED) + harness.counter(IngestCounter.SAMPLES_DUPLICATE)
         stop, abort = threading.Event(), threading.Event()
         # The streamer's worker processes are this process's children: their CPU time is counted
         # as the streamer's once they are reaped, before run() returns.
@@ -149,7 +149,7 @@ def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, timeout:
                          abort=abort).run()
         streamed_at = time.time()
         deadline = time.monotonic() + timeout
-        while harness.counter(SAMPLES_STORED) + harness.counter(SAMPLES_DUPLICATE) - already < stats.samples:
+        while harness.counter(IngestCounter.SAMPLES_STORED) + harness.counter(IngestCounter.SAMPLES_DUPLICATE) - already < stats.samples:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ingest did not finish in {timeout}s; see {worker.log}")
             time.sleep(0.02)
@@ -220,9 +220,9 @@ def bench_collector_batch_shape(run: Run, csv: Path, baseline: float, ticks: int
 
     from django.db import connection
 
-    from telemetry.ingest.batch import BatchBuilder
-    from telemetry.ingest.services import samples_persist
-    from telemetry.ingest.sources import read_path
+    from telemetry.ingest.streamer.batching import BatchBuilder
+    from telemetry.ingest.collector.services import samples_persist
+    from telemetry.ingest.streamer.sources import read_path
 
     samples = []
     for sample in read_path(csv, on_reject=lambda *args: None):

@@ -8,16 +8,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("telemetry")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["telemetry.ingest"])
+app.autodiscover_tasks(["telemetry.ingest.collector"])
 
 
-def _install_heartbeat() -> None:
-    from telemetry.ingest.heartbeat import HeartbeatStep
-
-    app.steps["consumer"].add(HeartbeatStep)
-
-
-_install_heartbeat()
+# By name, so a process that only sends tasks (the streamer) never imports the collector.
+app.steps["consumer"].add("telemetry.ingest.collector.heartbeat:HeartbeatStep")
 
 
 @worker_ready.connect

@@ -10,8 +10,9 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from telemetry.ingest.batch import HeldReadings, decode_batch, encode_batch  # noqa: E402
-from telemetry.ingest.nvml import read_nvml  # noqa: E402
+from telemetry.ingest.streamer.batching import HeldReadings  # noqa: E402
+from telemetry.ingest.wire import decode_batch, encode_batch  # noqa: E402
+from telemetry.ingest.streamer.nvml import read_nvml  # noqa: E402
 
 stop = threading.Event()
 samples, ticks = [], []

@@ -3,7 +3,13 @@ import json
 
 from django.db import models
 
-from telemetry.ingest.batch import DEVICE_MAX, HOSTNAME_MAX, METRIC_NAME_MAX, MODEL_NAME_MAX, UUID_MAX
+
+# Column widths, which the wire format checks too (a longer value would fail its whole batch).
+UUID_MAX = 64
+HOSTNAME_MAX = 255
+DEVICE_MAX = 32
+MODEL_NAME_MAX = 128
+METRIC_NAME_MAX = 128
 
 
 class Gpu(models.Model):
@@ -121,6 +127,11 @@ class Reading(models.Model):
 
 class IngestCounter(models.Model):
     """A monotonic counter shared by every collector process (samples stored, duplicates, …)."""
+
+    SAMPLES_STORED = "samples_stored"
+    SAMPLES_DUPLICATE = "samples_duplicate"
+    ROWS_REJECTED = "rows_rejected"
+    BATCHES_DEAD_LETTERED = "batches_dead_lettered"
 
     name = models.CharField(max_length=64, primary_key=True)
     value = models.BigIntegerField(default=0)

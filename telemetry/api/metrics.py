@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from telemetry.ingest import services
 from telemetry.models import IngestCounter
 
 # Metrics of this process; in multiprocess mode their values go to PROMETHEUS_MULTIPROC_DIR.
@@ -31,10 +30,10 @@ LATENCY = Histogram(
 )
 
 INGEST_COUNTERS = {
-    services.SAMPLES_STORED: "Samples stored by the collectors.",
-    services.SAMPLES_DUPLICATE: "Samples ignored because they were already stored.",
-    services.ROWS_REJECTED: "Source rows rejected as malformed.",
-    services.BATCHES_DEAD_LETTERED: "Batches that could never be stored and went to the dead-letter queue.",
+    IngestCounter.SAMPLES_STORED: "Samples stored by the collectors.",
+    IngestCounter.SAMPLES_DUPLICATE: "Samples ignored because they were already stored.",
+    IngestCounter.ROWS_REJECTED: "Source rows rejected as malformed.",
+    IngestCounter.BATCHES_DEAD_LETTERED: "Batches that could never be stored and went to the dead-letter queue.",
 }
 
 

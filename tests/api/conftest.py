@@ -6,8 +6,8 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from telemetry.api import selectors
-from telemetry.ingest.batch import BatchBuilder
-from telemetry.ingest.services import samples_persist
+from telemetry.ingest.streamer.batching import BatchBuilder
+from telemetry.ingest.collector.services import samples_persist
 from tests.ingest.factories import file_batch
 
 SAMPLE_CSV = Path(__file__).resolve().parents[2] / "data" / "dcgm_metrics_20250718_134233.csv"
@@ -46,7 +46,7 @@ GPU_HOST = "mtv5-dgx1-hgpu-031"
 
 def store_samples(*, uuid: str, hostname: str, index: int, rows: list[tuple[str, int, float]]):
     """Store (metric name, microseconds since the epoch, value) samples of one GPU through the collector's service."""
-    from telemetry.ingest.batch import GpuInfo, Sample
+    from telemetry.ingest.wire import GpuInfo, Sample
 
     gpu = GpuInfo(uuid, hostname, index, f"nvidia{index}", "NVIDIA H100 80GB HBM3")
     builder = BatchBuilder()

@@ -131,7 +131,7 @@ def test_collector_settings_reach_the_worker(helm):
     assert container["args"] == ["worker"]
     assert env["COLLECTOR_CONCURRENCY"] == "8" and env["COLLECTOR_MAX_ENTRIES_PER_GPU"] == "0"
     assert container["livenessProbe"]["exec"]["command"] == [
-        "python", "-m", "telemetry.ingest.heartbeat", "--max-age", "60"]
+        "python", "-m", "telemetry.ingest.collector.heartbeat", "--max-age", "60"]
 
 
 def test_development_resources_from_set_string(helm):

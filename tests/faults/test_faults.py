@@ -8,7 +8,7 @@ import time
 import pytest
 from kombu import Connection
 
-from telemetry.ingest.services import BATCHES_DEAD_LETTERED
+from telemetry.models import IngestCounter
 from tests.conftest import wait_until
 from tests.faults.conftest import (
     BROKER_URL, FAULT_QUEUE, assert_stored_exactly_once, counter, dead_letter_count, ingest_queues,
@@ -37,7 +37,7 @@ def test_collector_killed_three_times_mid_stream(fleet_csv, collectors, stream):
     assert [stored for stored, _ in kills] == sorted(stored for stored, _ in kills)
     assert any(running for _, running in kills), "every kill came after the stream had ended"
     assert kills[0][0] < fleet_csv.count
-    assert counter(BATCHES_DEAD_LETTERED) == 0
+    assert counter(IngestCounter.BATCHES_DEAD_LETTERED) == 0
 
 
 def test_rabbitmq_restarted_mid_stream(fleet_csv, collectors, stream):
@@ -54,7 +54,7 @@ def test_rabbitmq_restarted_mid_stream(fleet_csv, collectors, stream):
     assert "broker unavailable" in output
     assert "broker reachable again" in output
     assert_stored_exactly_once(fleet_csv)
-    assert counter(BATCHES_DEAD_LETTERED) == 0
+    assert counter(IngestCounter.BATCHES_DEAD_LETTERED) == 0
 
 
 def test_postgresql_stopped_20_seconds_mid_stream(fleet_csv, collectors, stream):
@@ -69,12 +69,12 @@ def test_postgresql_stopped_20_seconds_mid_stream(fleet_csv, collectors, stream)
     wait_until(lambda: stored_count() >= fleet_csv.count or dead_letter_count() > 0, timeout=180, interval=0.5)
     assert "database error, retry" in worker.output()
     assert dead_letter_count() == 0, f"{dead_letter_count()} batches were dead-lettered during a 20 s outage"
-    assert counter(BATCHES_DEAD_LETTERED) == 0
+    assert counter(IngestCounter.BATCHES_DEAD_LETTERED) == 0
     assert_stored_exactly_once(fleet_csv)
 
 
 def test_undecodable_batch_is_dead_lettered_and_counted(fleet_csv, collectors, stream):
-    from telemetry.ingest.tasks import persist_batch
+    from telemetry.ingest.collector.tasks import persist_batch
 
     collectors()
     run = stream(fleet_csv, rate=RATE)
@@ -86,4 +86,4 @@ def test_undecodable_batch_is_dead_lettered_and_counted(fleet_csv, collectors, s
     run.finish()
     assert_stored_exactly_once(fleet_csv)
     assert wait_until(lambda: dead_letter_count() == 1, timeout=30)
-    assert counter(BATCHES_DEAD_LETTERED) == 1
+    assert counter(IngestCounter.BATCHES_DEAD_LETTERED) == 1

@@ -1,8 +1,10 @@
 """Small builders of samples and batches for the ingest tests."""
 from pathlib import Path
 
-from telemetry.ingest.batch import Batch, BatchBuilder, GpuInfo, Sample
-from telemetry.ingest.sources import read_path
+from telemetry.ingest.wire import Batch, GpuInfo, Sample
+
+from telemetry.ingest.streamer.batching import BatchBuilder
+from telemetry.ingest.streamer.sources import read_path
 
 METRICS = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP")
 

@@ -14,9 +14,9 @@ from django.db import OperationalError
 from psycopg import errors
 
 from bench.fleet import Fleet
-from telemetry.ingest.batch import Batch
-from telemetry.ingest.file_ranges import line_ranges, open_range
-from telemetry.ingest.sources import read_csv
+from telemetry.ingest.wire import Batch
+from telemetry.ingest.streamer.file_ranges import line_ranges, open_range
+from telemetry.ingest.streamer.sources import read_csv
 from telemetry.management.commands import backfill
 from telemetry.models import Gpu, IngestCounter
 from tests.conftest import REPO, SAMPLE_COUNT, SAMPLE_CSV, SAMPLE_GPUS, SAMPLE_VALUE_SUM, subprocess_env, wait_until

@@ -4,7 +4,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from telemetry.ingest.services import to_datetime
+from telemetry.times import to_datetime
 from telemetry.management.commands.trim import parse_age
 from telemetry.models import Gpu, IngestCounter
 from tests.conftest import SAMPLE_COUNT, SAMPLE_CSV, SAMPLE_GPUS, SAMPLE_VALUE_SUM
@@ -59,7 +59,7 @@ def test_backfill_of_a_file_with_a_wrong_header_fails_clearly(tmp_path):
 
 
 def test_trim_keeps_the_newest_per_gpu_and_drops_old_samples():
-    from telemetry.ingest.services import samples_persist
+    from telemetry.ingest.collector.services import samples_persist
 
     samples_persist(batch=fleet_batch(gpus=2, ticks=6, start_us=0), max_per_gpu=0)
     out, _ = run("trim", "--max-per-gpu", "8")

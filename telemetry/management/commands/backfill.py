@@ -12,14 +12,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 
 from config.celery import app
-from telemetry.ingest.batch import Batch, BatchBuilder, HeldReadings, encode_batch
-from telemetry.ingest.file_ranges import LineRange, line_ranges, open_range, worker_shares
-from telemetry.ingest.processes import WorkerPool, WorkersAborted, WorkersFailed, WorkerSlot
-from telemetry.ingest.progress import Progress
-from telemetry.ingest.publisher import BatchPublisher, PublishAborted
-from telemetry.ingest.services import PersistResult, samples_persist
-from telemetry.ingest.signals import graceful_shutdown
-from telemetry.ingest.sources import RejectLog, SourceFormatError, csv_files, read_csv
+from telemetry.ingest.wire import Batch, encode_batch
+from telemetry.ingest.streamer.batching import BatchBuilder, HeldReadings
+from telemetry.ingest.streamer.file_ranges import LineRange, line_ranges, open_range, worker_shares
+from telemetry.ingest.streamer.processes import WorkerPool, WorkersAborted, WorkersFailed, WorkerSlot
+from telemetry.ingest.streamer.progress import Progress
+from telemetry.ingest.streamer.publisher import BatchPublisher, PublishAborted
+from telemetry.ingest.collector.services import PersistResult, samples_persist
+from telemetry.ingest.streamer.shutdown import graceful_shutdown
+from telemetry.ingest.streamer.sources import RejectLog, SourceFormatError, csv_files, read_csv
 
 _DONE = None
 # Workers storing readings of the same GPUs lock their rows in orders that can cross; PostgreSQL then

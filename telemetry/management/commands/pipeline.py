@@ -6,10 +6,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.celery import app
 from telemetry.ingest.embedded import EmbeddedWebServer, EmbeddedWorker
-from telemetry.ingest.publisher import BatchPublisher
-from telemetry.ingest.signals import graceful_shutdown
-from telemetry.ingest.sources import SourceFormatError
-from telemetry.ingest.streamer import StreamConfig, Streamer
+from telemetry.ingest.streamer.publisher import BatchPublisher
+from telemetry.ingest.streamer.shutdown import graceful_shutdown
+from telemetry.ingest.streamer.sources import SourceFormatError
+from telemetry.ingest.streamer.stream import StreamConfig, Streamer
 
 
 class Command(BaseCommand):

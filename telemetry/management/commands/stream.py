@@ -3,12 +3,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.celery import app
-from telemetry.ingest.nvml import NvmlUnavailable
-from telemetry.ingest.processes import WorkersAborted, WorkersFailed
-from telemetry.ingest.publisher import BatchPublisher, PublishAborted
-from telemetry.ingest.signals import graceful_shutdown
-from telemetry.ingest.sources import SourceFormatError
-from telemetry.ingest.streamer import StreamConfig, Streamer, parse_shard
+from telemetry.ingest.streamer.nvml import NvmlUnavailable
+from telemetry.ingest.streamer.processes import WorkersAborted, WorkersFailed
+from telemetry.ingest.streamer.publisher import BatchPublisher, PublishAborted
+from telemetry.ingest.streamer.shutdown import graceful_shutdown
+from telemetry.ingest.streamer.sources import SourceFormatError
+from telemetry.ingest.streamer.stream import StreamConfig, Streamer, parse_shard
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from telemetry.ingest.services import samples_delete_older_than, samples_trim
+from telemetry.ingest.collector.services import samples_delete_older_than, samples_trim
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -11,11 +11,12 @@ from datetime import timezone
 import pytest
 from django.core.management import CommandError, call_command
 
-from telemetry.ingest import streamer
-from telemetry.ingest.file_ranges import line_ranges
-from telemetry.ingest.sources import read_path
-from telemetry.ingest.streamer import StreamConfig, Streamer, in_share, parse_shard, restamp_now
-from telemetry.ingest.batch import GpuInfo, HeldReadings, Sample as SourceSample
+from telemetry.ingest.streamer import stream as streamer
+from telemetry.ingest.streamer.file_ranges import line_ranges
+from telemetry.ingest.streamer.sources import read_path
+from telemetry.ingest.streamer.stream import StreamConfig, Streamer, in_share, parse_shard, restamp_now
+from telemetry.ingest.wire import GpuInfo, Sample as SourceSample
+from telemetry.ingest.streamer.batching import HeldReadings
 from telemetry.models import Gpu, IngestCounter
 from tests.samples import stored_count, stored_samples, stored_sum
 from tests.conftest import (
@@ -225,7 +226,7 @@ def test_progress_lines_sum_the_workers_and_stats_time_the_first_publish(caplog)
     assert stats.batches >= SAMPLE_COUNT // 100
     assert before < stats.first_publish_at < time.time()
     assert published == []
-    lines = [r.getMessage() for r in caplog.records if r.name == "telemetry.ingest.streamer"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "telemetry.ingest.streamer.stream"]
     progress = [int(line.split()[1]) for line in lines if line.startswith("streamed ")]
     assert progress and progress == sorted(progress) and progress[-1] <= SAMPLE_COUNT
     assert lines[-1].startswith("done: streamed 2470 samples")

@@ -22,11 +22,13 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Literal, Protocol
 
-from telemetry.ingest.batch import Batch, BatchBuilder, HeldReadings, Sample, encode_batch
-from telemetry.ingest.file_ranges import LineRange, worker_shares
-from telemetry.ingest.nvml import read_nvml
-from telemetry.ingest.processes import WorkerPool, WorkerSlot
-from telemetry.ingest.sources import (
+from telemetry.ingest.wire import Batch, Sample, encode_batch
+
+from telemetry.ingest.streamer.batching import BatchBuilder, HeldReadings
+from telemetry.ingest.streamer.file_ranges import LineRange, worker_shares
+from telemetry.ingest.streamer.nvml import read_nvml
+from telemetry.ingest.streamer.processes import WorkerPool, WorkerSlot
+from telemetry.ingest.streamer.sources import (
     RejectHandler, RejectLog, SourceFormatError, csv_files, read_line_ranges, read_path,
 )
 

@@ -1,4 +1,4 @@
-"""Publishes encoded batches as `persist_batch` tasks; holds a batch until the broker confirms it."""
+"""Publishes encoded batches as the collector's task, by name; holds a batch until the broker confirms it."""
 import logging
 import threading
 
@@ -9,7 +9,7 @@ from django.conf import settings
 from kombu import Connection
 
 from telemetry.ingest.queues import declare_ingest_queues
-from telemetry.ingest.tasks import persist_batch
+from telemetry.ingest.wire import PERSIST_BATCH_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class BatchPublisher:
         attempt = 0
         while True:
             try:
-                persist_batch.apply_async(
+                self._app.send_task(
+                    PERSIST_BATCH_TASK,
                     args=(payload,),
                     connection=self._connect(),
                     retry=False,

@@ -6,8 +6,9 @@ from celery.exceptions import Reject
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from telemetry.ingest.batch import BatchDecodeError, decode_batch
-from telemetry.ingest.services import BATCHES_DEAD_LETTERED, counters_add, samples_persist
+from telemetry.ingest.collector.services import counters_add, samples_persist
+from telemetry.ingest.wire import PERSIST_BATCH_TASK, BatchDecodeError, decode_batch
+from telemetry.models import IngestCounter
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def dead_letter(reason: str, *, delivery_tag: object) -> Reject:
     """Count and log a batch that can never succeed; rejecting it routes it to the dead-letter queue."""
     logger.error("dead-lettering batch %s: %s", delivery_tag, reason, extra={"reason": reason})
     try:
-        counters_add({BATCHES_DEAD_LETTERED: 1})
+        counters_add({IngestCounter.BATCHES_DEAD_LETTERED: 1})
     except TRANSIENT_ERRORS:
         logger.exception("could not count a dead-lettered batch")
     return Reject(reason, requeue=False)
@@ -33,7 +34,7 @@ def dead_letter(reason: str, *, delivery_tag: object) -> Reject:
 
 # max_retries=None: Celery never gives up by itself; COLLECTOR_MAX_RETRIES decides, then dead-letters.
 @shared_task(
-    name="telemetry.ingest.persist_batch", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+    name=PERSIST_BATCH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
 )
 def persist_batch(self, payload: bytes) -> dict[str, int]:
     tag = self.request.delivery_info.get("delivery_tag") if self.request.delivery_info else self.request.id

@@ -1,7 +1,7 @@
 """Collector liveness: the worker's event loop touches a file; the probe checks how old it is.
 
 A timer on the consumer's own loop stops firing when that loop is stuck, which is the failure a
-liveness probe should catch. Probe: `python -m telemetry.ingest.heartbeat --max-age 60`.
+liveness probe should catch. Probe: `python -m telemetry.ingest.collector.heartbeat --max-age 60`.
 """
 import argparse
 import os

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from telemetry.ingest import sources
-from telemetry.ingest.sources import SourceFormatError, parse_labels, read_csv, read_path
+from telemetry.ingest.streamer import sources
+from telemetry.ingest.streamer.sources import SourceFormatError, parse_labels, read_csv, read_path
 from tests.conftest import SAMPLE_COUNT, SAMPLE_GPUS, SAMPLE_VALUE_SUM
 
 HEADER = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw\n"

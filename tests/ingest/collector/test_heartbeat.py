@@ -2,7 +2,7 @@
 import os
 import time
 
-from telemetry.ingest.heartbeat import main
+from telemetry.ingest.collector.heartbeat import main
 from tests.conftest import wait_until
 
 

@@ -17,8 +17,10 @@ from math import isfinite
 from pathlib import Path
 from typing import BinaryIO
 
-from telemetry.ingest.batch import METRIC_NAME_MAX, GpuInfo, Labels, Sample, gpu_problem
-from telemetry.ingest.file_ranges import LineRange, open_range
+from telemetry.models import METRIC_NAME_MAX
+
+from telemetry.ingest.wire import GpuInfo, Labels, Sample, gpu_problem
+from telemetry.ingest.streamer.file_ranges import LineRange, open_range
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from telemetry.ingest.batch import GpuInfo, Sample
+from telemetry.ingest.wire import GpuInfo, Sample
 
 logger = logging.getLogger(__name__)
 

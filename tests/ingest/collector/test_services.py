@@ -5,8 +5,11 @@ import time
 import pytest
 from django.db import connection, transaction
 
-from telemetry.ingest.batch import Batch, BatchBuilder, GpuInfo, Sample
-from telemetry.ingest.services import int_array, readings_by_key, samples_persist, samples_trim, text_array, to_datetime
+from telemetry.ingest.wire import Batch, GpuInfo, Sample
+
+from telemetry.ingest.streamer.batching import BatchBuilder
+from telemetry.ingest.collector.services import int_array, readings_by_key, samples_persist, samples_trim, text_array
+from telemetry.times import to_datetime
 from telemetry.models import Gpu, IngestCounter, LabelSet, Reading
 from tests.conftest import SAMPLE_COUNT, SAMPLE_GPUS, SAMPLE_HOSTS, SAMPLE_VALUE_SUM
 from tests.ingest.factories import METRICS, file_batch, fleet_batch, gpu

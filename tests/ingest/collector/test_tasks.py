@@ -2,9 +2,9 @@
 import pytest
 
 from config.celery import app
-from telemetry.ingest.batch import encode_batch
+from telemetry.ingest.wire import encode_batch
 from telemetry.ingest.queues import dead_letter_queue
-from telemetry.ingest.tasks import persist_batch, retry_delay
+from telemetry.ingest.collector.tasks import persist_batch, retry_delay
 from telemetry.models import IngestCounter
 from tests.conftest import wait_until
 from tests.ingest.factories import fleet_batch

@@ -18,25 +18,19 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from operator import itemgetter
 from typing import Literal
 
 from django.db import connection, transaction
 
-from telemetry.ingest.batch import NO_LABELS, Batch, GpuInfo, Labels
+from telemetry.ingest.wire import NO_LABELS, Batch, GpuInfo, Labels
 from telemetry.models import Gpu, IngestCounter, LabelSet, Metric, Reading
+from telemetry.times import to_datetime, to_microseconds
 
 logger = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 Writer = Literal["copy", "orm"]
-
-# Counter names, shared with the API's /metrics.
-SAMPLES_STORED = "samples_stored"
-SAMPLES_DUPLICATE = "samples_duplicate"
-ROWS_REJECTED = "rows_rejected"
-BATCHES_DEAD_LETTERED = "batches_dead_lettered"
 
 
 @dataclass(frozen=True)
@@ -45,10 +39,6 @@ class PersistResult:
     stored: int
     duplicates: int
     trimmed: int
-
-
-def to_datetime(timestamp_us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=timestamp_us)
 
 
 def label_digest(labels: Labels) -> str:
@@ -63,7 +53,7 @@ def default_writer() -> Writer:
 def samples_persist(*, batch: Batch, max_per_gpu: int, writer: Writer | None = None) -> PersistResult:
     """Store a batch: upsert its GPUs, insert its samples (duplicates ignored), trim touched GPUs."""
     if not len(batch):
-        counters_add({ROWS_REJECTED: batch.rejected})
+        counters_add({IngestCounter.ROWS_REJECTED: batch.rejected})
         return PersistResult(0, 0, 0, 0)
     writer = writer or default_writer()
     if writer == "copy":
@@ -71,7 +61,7 @@ def samples_persist(*, batch: Batch, max_per_gpu: int, writer: Writer | None = N
     else:
         stored, trimmed = _persist_orm(batch, max_per_gpu)
     result = PersistResult(len(batch), stored, len(batch) - stored, trimmed)
-    counters_add({SAMPLES_STORED: result.stored, SAMPLES_DUPLICATE: result.duplicates, ROWS_REJECTED: batch.rejected})
+    counters_add({IngestCounter.SAMPLES_STORED: result.stored, IngestCounter.SAMPLES_DUPLICATE: result.duplicates, IngestCounter.ROWS_REJECTED: batch.rejected})
     return result
 
 
@@ -557,10 +547,6 @@ def _readings_existing(rows: ReadingRows) -> dict[tuple[int, int], Reading]:
     )
     by_key = {(r.gpu_id, to_microseconds(r.timestamp)): r for r in candidates}
     return {key: by_key[key] for key in rows if key in by_key}
-
-
-def to_microseconds(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def _trim_orm(counts: dict[int, int], max_per_gpu: int) -> int:

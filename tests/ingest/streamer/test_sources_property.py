@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from telemetry.ingest import sources
-from telemetry.ingest.batch import Sample
-from telemetry.ingest.sources import DCGM_COLUMNS, SourceFormatError, parse_labels, parse_timestamp_us, read_csv
+from telemetry.ingest.streamer import sources
+from telemetry.ingest.wire import Sample
+from telemetry.ingest.streamer.sources import DCGM_COLUMNS, SourceFormatError, parse_labels, parse_timestamp_us, read_csv
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DCGM_HEADER = ",".join(DCGM_COLUMNS).encode()

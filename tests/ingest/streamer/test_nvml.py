@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import pytest
 
-from telemetry.ingest.nvml import NvmlUnavailable, read_nvml
+from telemetry.ingest.streamer.nvml import NvmlUnavailable, read_nvml
 
 Utilization = namedtuple("Utilization", "gpu memory")
 Memory = namedtuple("Memory", "total used free")

@@ -23,16 +23,22 @@ Version 1 (a "gpu", "metric", "label", "ts" and "value" entry per sample, no "si
 streamers before the reading layout sent; it is still decoded, as one reading per sample, so
 batches queued across an upgrade are stored.
 
-The Celery task `telemetry.ingest.persist_batch` takes the encoded bytes as its only argument and
+The collector's Celery task, `PERSIST_BATCH_TASK`, takes the encoded bytes as its only argument and
 decodes them itself, so an undecodable batch is a task failure that is dead-lettered and counted.
 """
-import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from math import isfinite
 from typing import NamedTuple
 
 import msgpack
+
+# The stored columns' widths: a longer value would make the database refuse the whole batch it
+# travels in, so the readers reject its row.
+from telemetry.models import DEVICE_MAX, HOSTNAME_MAX, METRIC_NAME_MAX, MODEL_NAME_MAX, UUID_MAX
+
+# The collector's task, sent by name: the streamer imports nothing of the collector.
+PERSIST_BATCH_TASK = "telemetry.ingest.persist_batch"
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -45,15 +51,6 @@ class GpuInfo(NamedTuple):
     index: int
     device: str
     model_name: str
-
-
-# Widths of the stored text fields (telemetry.models declares its columns with them). A longer
-# value would make the database refuse the whole batch it travels in, so the readers reject its row.
-UUID_MAX = 64
-HOSTNAME_MAX = 255
-DEVICE_MAX = 32
-MODEL_NAME_MAX = 128
-METRIC_NAME_MAX = 128
 
 
 def gpu_problem(gpu: GpuInfo) -> str | None:
@@ -118,167 +115,6 @@ class Batch:
             for g, t, lab, metrics, values in self.readings()
             for m, v in zip(metrics, values)
         ]
-
-
-class BatchBuilder:
-    """Groups samples into readings (one GPU at one time) and hands out batches, oldest readings first.
-
-    A DCGM export lists a time step metric by metric, so one GPU's ten values of one time lie far
-    apart in the file. Holding samples back (the streamer's and backfill's --reorder-window) and
-    taking the oldest readings lets each reach the collector whole, as one row to insert rather
-    than ten partial rows to merge.
-    """
-
-    def __init__(self) -> None:
-        # (uuid, ts) → [gpu, labels, metric names, values, creation number]; dicts keep insertion order.
-        self._readings: dict[tuple[str, int], list] = {}
-        self._samples = 0
-        self.readings_created = 0
-
-    def __len__(self) -> int:
-        """Samples held."""
-        return self._samples
-
-    def add(self, sample: Sample) -> int:
-        """Hold `sample` in its reading; returns the samples now held."""
-        key = (sample.gpu.uuid, sample.timestamp_us)
-        reading = self._readings.get(key)
-        if reading is None:
-            reading = self._readings[key] = [sample.gpu, sample.labels, [], [], self.readings_created]
-            self.readings_created += 1
-        reading[2].append(sample.metric)
-        reading[3].append(sample.value)
-        self._samples += 1
-        return self._samples
-
-    def take(self, samples: int | None = None, *, created_before: int | None = None) -> Batch:
-        """The oldest readings, up to the first that brings the batch to `samples` samples.
-
-        `created_before` keeps back readings created at or after that creation number (see
-        `readings_created`), so a reading still filling is not sent too early.
-        """
-        keys = []
-        taken = 0
-        for key, reading in self._readings.items():
-            if (samples is not None and taken >= samples) or (created_before is not None and reading[4] >= created_before):
-                break
-            keys.append(key)
-            taken += len(reading[3])
-        tables = _Tables()
-        batch = Batch(gpus=tables.gpus, metrics=tables.metrics, labels=tables.labels, gpu=[], ts=[], label=[], size=[],
-                      metric=[], value=[])
-        for key in keys:
-            gpu, labels, metrics, values, _ = self._readings.pop(key)
-            batch.gpu.append(tables.gpu_index(gpu))
-            batch.ts.append(key[1])
-            batch.label.append(tables.label_index(labels))
-            batch.size.append(len(values))
-            batch.metric.extend(tables.metric_indexes(metrics))
-            batch.value.extend(values)
-        self._samples -= taken
-        return batch
-
-    def build(self) -> Batch:
-        """Every held reading as one batch."""
-        return self.take()
-
-
-class HeldReadings:
-    """The streamer's and backfill's hold on readings: a batch goes out when it is full or old.
-
-    Up to `reorder_window` samples beyond a batch are held, so a reading whose metrics lie far
-    apart in the source (a DCGM export lists a time step metric by metric) still leaves whole.
-    Every `flush_interval` seconds the readings that were already held at the previous check are
-    sent, so no sample waits more than two intervals, however slow the source.
-    """
-
-    def __init__(self, batch_size: int, reorder_window: int, flush_interval: float | None) -> None:
-        self._builder = BatchBuilder()
-        self._batch_size = batch_size
-        self._full = batch_size + reorder_window
-        self._interval = flush_interval
-        self._mark = 0
-        self.next_check = time.monotonic() + flush_interval if flush_interval is not None else float("inf")
-
-    def feed(self, samples: Iterable[Sample | None]) -> Iterator[Batch]:
-        """Hold each of `samples`, yielding the batches that come due meanwhile (see `ready`).
-
-        A source with nothing to give yet may yield None: the flush deadline is still checked.
-        This is the streamer's and backfill's loop over rows, one function with its lookups in
-        locals: a method call per row here was a tenth of the streamer's time.
-        """
-        add, full, clock = self._builder.add, self._full, time.monotonic
-        for sample in samples:
-            if sample is not None and add(sample) < full and clock() < self.next_check:
-                continue
-            yield from self.ready()
-
-    def ready(self) -> Iterator[Batch]:
-        """The batches due now: full ones beyond the window, then those that came of age."""
-        while len(self._builder) >= self._full:
-            yield self._builder.take(self._batch_size)
-        if time.monotonic() >= self.next_check:
-            mark, self._mark = self._mark, self._builder.readings_created
-            yield from self._batches(created_before=mark)
-            self.next_check = time.monotonic() + self._interval
-
-    def drain(self) -> Iterator[Batch]:
-        """Everything held, in batches."""
-        yield from self._batches(created_before=None)
-
-    def _batches(self, *, created_before: int | None) -> Iterator[Batch]:
-        while len(self._builder):
-            batch = self._builder.take(self._batch_size, created_before=created_before)
-            if not len(batch):
-                return
-            yield batch
-
-
-@dataclass
-class _Tables:
-    """A batch's interned GPU, metric and label tables."""
-
-    gpus: list[GpuInfo] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=list)
-    labels: list[Labels] = field(default_factory=list)
-    _gpu_ids: dict[str, int] = field(default_factory=dict)
-    _label_ids: dict[Labels, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._metric_ids = _Positions(self.metrics)
-
-    def gpu_index(self, gpu: GpuInfo) -> int:
-        index = self._gpu_ids.get(gpu.uuid)
-        if index is None:
-            index = self._gpu_ids[gpu.uuid] = len(self.gpus)
-            self.gpus.append(gpu)
-        return index
-
-    def metric_indexes(self, names: list[str]) -> Iterator[int]:
-        """The index of each of `names`, mapped in C: this runs once per sample."""
-        return map(self._metric_ids.__getitem__, names)
-
-    def label_index(self, labels: Labels | None) -> int:
-        if labels is None:
-            return NO_LABELS
-        index = self._label_ids.get(labels)
-        if index is None:
-            index = self._label_ids[labels] = len(self.labels)
-            self.labels.append(labels)
-        return index
-
-
-class _Positions(dict):
-    """Each value's position in `table`; looking up a new value appends it to the table."""
-
-    def __init__(self, table: list) -> None:
-        super().__init__()
-        self.table = table
-
-    def __missing__(self, value):
-        position = self[value] = len(self.table)
-        self.table.append(value)
-        return position
 
 
 def encode_batch(batch: Batch) -> bytes:
