@@ -84,3 +84,19 @@ def test_version_1_batches_are_still_read():
                              "metric": [0, 0], "label": [-1, -1], "ts": [1, 2], "value": [1.0, 2.0]})
     batch = decode_batch(payload)
     assert [(s.timestamp_us, s.value) for s in batch.samples()] == [(1, 1.0), (2, 2.0)]
+
+
+def test_version_2_batches_are_read_as_whole_gpus():
+    payload = msgpack.packb({"v": 2, "gpus": [list(GPU)[:5]], "metrics": ["m"], "labels": [], "gpu": [0],
+                             "ts": [1], "label": [-1], "size": [1], "metric": [0], "value": [1.0]})
+    assert decode_batch(payload).gpus == [GPU] and GPU.mig_instance is None
+
+
+def test_mig_instances_of_one_gpu_are_devices_of_their_own():
+    instances = [GPU._replace(mig_instance=i, mig_profile="1g.10gb") for i in (1, 2)]
+    builder = BatchBuilder()
+    for device in (GPU, *instances):
+        builder.add(Sample(device, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", 1, 0.5, None))
+    decoded = decode_batch(encode_batch(builder.build()))
+    assert decoded.gpus == [GPU, *instances]
+    assert (decoded.gpu, decoded.size) == ([0, 1, 2], [1, 1, 1])

@@ -13,8 +13,8 @@ from telemetry.ingest.streamer.stream import StreamConfig, Streamer, parse_shard
 
 class Command(BaseCommand):
     help = "Stream samples from a CSV file, a folder of CSVs or live GPUs (nvml) to the collectors."
-    # The system checks import the URLconf, and with it the API, the admin and their libraries: 15 MiB
-    # of a streamer's resident memory (a DaemonSet pod on every node) for code it never runs.
+    # The system checks import the URLconf, and with it the API, the admin and their libraries: memory
+    # that a streamer (a DaemonSet pod on every node) would hold for code it never runs.
     requires_system_checks = []
 
     def add_arguments(self, parser: CommandParser) -> None:
