@@ -17,10 +17,9 @@ from math import isfinite
 from pathlib import Path
 from typing import BinaryIO
 
-from telemetry.models import METRIC_NAME_MAX
-
-from telemetry.ingest.wire import GpuInfo, Labels, Sample, gpu_problem
 from telemetry.ingest.streamer.file_ranges import LineRange, open_range
+from telemetry.ingest.wire import GpuInfo, Labels, Sample, gpu_problem
+from telemetry.models import METRIC_NAME_MAX, MIG_PROFILE_MAX
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +86,25 @@ def parse_value(text: str) -> float:
     if not isfinite(value):
         raise RowError(f"value {text!r} is not a finite number")
     return value
+
+
+# DCGM's labels of a MIG GPU instance: they make the row's device that instance, not a label.
+_MIG_LABELS = frozenset({"GPU_I_ID", "GPU_I_PROFILE"})
+
+
+def mig_instance(gpu_i_id: str, gpu_i_profile: str) -> tuple[int | None, str]:
+    """(GPU instance id, profile) from DCGM's GPU_I_ID and GPU_I_PROFILE; no id is a whole GPU."""
+    if not gpu_i_id.strip():
+        return None, ""
+    try:
+        instance = int(gpu_i_id)
+    except ValueError:
+        raise RowError(f"bad GPU_I_ID {gpu_i_id!r}") from None
+    if not 0 <= instance <= 32767:
+        raise RowError(f"GPU_I_ID {instance} out of range")
+    if len(gpu_i_profile) > MIG_PROFILE_MAX:
+        raise RowError(f"GPU_I_PROFILE longer than {MIG_PROFILE_MAX} characters")
+    return instance, gpu_i_profile
 
 
 def parse_labels(raw: str) -> tuple[tuple[str, str], ...]:
@@ -326,24 +344,50 @@ class _LabelSets:
         # `swap` is the metric's name as quoted in labels_raw, or _NOTHING (see _DcgmRows.metrics).
         self.by_key: _Cache = _Cache()
         self._interned: _Cache = _Cache()  # equal label sets are one object
+        self._mig: _Cache = _Cache()  # keys of MIG instances' rows → (Labels, GPU_I_ID, GPU_I_PROFILE)
+        self._devices: _Cache = _Cache()  # (GPU, GPU_I_ID, GPU_I_PROFILE) → that instance's GpuInfo
 
-    def parse(self, key: tuple[str, str, str, str], raw: str) -> Labels:
-        """The labels of a key that `by_key` does not map to Labels; remembered from now on."""
+    def parse(self, key: tuple[str, str, str, str], raw: str, gpu: GpuInfo) -> tuple[Labels, GpuInfo]:
+        """The labels of a key that `by_key` does not map to Labels, and the device they name.
+
+        A MIG instance's labels (GPU_I_ID, GPU_I_PROFILE) make the row's GPU that instance. Such
+        keys live in `_mig`, never in `by_key`, so rows of whole GPUs pay nothing for them.
+        """
         shape, container, pod, namespace = key
-        if self.by_key.get(key) is None:
+        if self.by_key.get(key) is None and key not in self._mig:
             extra = parse_labels(shape)
             # A value read from the text holds no line break (one would have to stand before its
             # closing quote), so one here is the placeholder: the metric's name in a kept label.
             if not any("\n" in value for _, value in extra):
-                return self._remember(key, extra)
+                return self._remember(key, extra, gpu)
             self.by_key.remember(key, _BY_TEXT)
-        key = (raw, container, pod, namespace)
-        return self.by_key.get(key) or self._remember(key, parse_labels(raw))
+        if self.by_key.get(key) is _BY_TEXT:
+            key = (raw, container, pod, namespace)
+        found = self.by_key.get(key)
+        if found is not None:
+            return found, gpu
+        mig = self._mig.get(key)
+        if mig is not None:
+            return mig[0], self._device(gpu, mig[1], mig[2])
+        return self._remember(key, parse_labels(raw), gpu)
 
-    def _remember(self, key: tuple[str, str, str, str], extra: tuple[tuple[str, str], ...]) -> Labels:
+    def _remember(
+        self, key: tuple[str, str, str, str], extra: tuple[tuple[str, str], ...], gpu: GpuInfo
+    ) -> tuple[Labels, GpuInfo]:
+        mig = dict(pair for pair in extra if pair[0] in _MIG_LABELS)
+        if mig:
+            extra = tuple(pair for pair in extra if pair[0] not in _MIG_LABELS)
         labels = Labels(key[1], key[2], key[3], extra)
         labels = self._interned.get(labels) or self._interned.remember(labels, labels)
-        return self.by_key.remember(key, labels)
+        if not mig:
+            return self.by_key.remember(key, labels), gpu
+        instance, profile = mig_instance(mig.get("GPU_I_ID", ""), mig.get("GPU_I_PROFILE", ""))
+        self._mig.remember(key, (labels, instance, profile))
+        return labels, self._device(gpu, instance, profile)
+
+    def _device(self, gpu: GpuInfo, instance: int | None, profile: str) -> GpuInfo:
+        key = (gpu, instance, profile)
+        return self._devices.get(key) or self._devices.remember(key, gpu._replace(mig_instance=instance, mig_profile=profile))
 
 
 class _DcgmRows:
@@ -422,7 +466,11 @@ def _read_dcgm(
         label_key = (row[c_labels].replace(metric[1], _PLACEHOLDER), row[c_container], row[c_pod], row[c_ns])
         sample_labels = label_sets.get(label_key)
         if sample_labels is None or sample_labels is _BY_TEXT:
-            sample_labels = labels.parse(label_key, row[c_labels])
+            try:
+                sample_labels, gpu = labels.parse(label_key, row[c_labels], gpu)
+            except RowError as exc:
+                on_reject(path, line, str(exc))
+                continue
         yield _new_sample(Sample, (gpu, metric[0], timestamp, value, sample_labels))
 
 

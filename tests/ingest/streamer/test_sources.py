@@ -171,3 +171,29 @@ def test_lines_the_fast_path_hands_over_keep_their_numbers(monkeypatch, block_ch
         (34, f"unreadable CSV: field larger than field limit ({csv.field_size_limit()})"),
         (44, "expected 12 columns, found 3"),
     ]
+
+
+MIG_CSV = __import__("tests.conftest").conftest.REPO / "tests" / "data" / "dcgm_mig.csv"
+
+
+def test_mig_instances_are_devices_of_their_own():
+    rejects = []
+    samples = list(read_path(MIG_CSV, on_reject=lambda *a: rejects.append(a)))
+    assert len(samples) == 27 and not rejects
+    devices = {s.gpu.key: s.gpu for s in samples}
+    parent = "GPU-0a1b2c3d-1111-2222-3333-444455556666"
+    assert sorted(devices, key=str) == sorted(
+        [(parent, 1), (parent, 2), ("GPU-9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff", None)], key=str)
+    assert devices[(parent, 1)].mig_profile == "3g.40gb"
+    # The instance's id and profile are the device's, not labels; the rest stay labels.
+    instance_labels = {s.labels for s in samples if s.gpu.mig_instance == 1}
+    assert [(lab.pod, dict(lab.extra)) for lab in instance_labels] == [("trainer-1", {"DCGM_FI_DRIVER_VERSION": "550.54.15"})]
+    assert len({(s.gpu.key, s.metric, s.timestamp_us) for s in samples}) == 27
+
+
+def test_a_bad_mig_instance_id_rejects_its_row_alone():
+    good = ROW.format(gpu=0, value=1)
+    bad = good.replace('job=""dcgm""', 'GPU_I_ID=""x"",job=""dcgm""').replace("GPU-0", "GPU-9")
+    samples, rejects = collect(HEADER + bad + good)
+    assert rejects == [(2, "bad GPU_I_ID 'x'")]
+    assert [s.gpu.uuid for s in samples] == ["GPU-0"]
