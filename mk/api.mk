@@ -7,6 +7,8 @@ TEST_DEPS += chromium
 openapi: install
 	DEBUG=$${DEBUG:-true} $(PY) manage.py spectacular --validate --fail-on-warn --file openapi.yaml
 
-# Debian's chromium for tests/admin/test_browser.py (CI runs as root); skipped when already there.
+# Debian's chromium and chromium-driver for tests/admin/test_browser.py, which drives them
+# through Selenium (CI runs as root); skipped when both are already there.
 chromium:
-	@if [ ! -x /usr/bin/chromium ]; then apt-get update && apt-get install -y chromium; fi
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update && apt-get install -y chromium chromium-driver; fi
