@@ -144,7 +144,7 @@ url
 {{- if .Values.mq.external.existingSecret -}}
 {{- .Values.mq.external.existingSecret -}}
 {{- else if .Values.mq.external.url -}}
-{{- include "telemetry-pipeline.componentName" (dict "root" . "component" "external") -}}
+{{- include "telemetry-pipeline.componentName" (dict "root" . "component" "external-mq") -}}
 {{- else -}}
 {{- include "telemetry-pipeline.componentName" (dict "root" . "component" "rabbitmq") -}}
 {{- end -}}
@@ -199,41 +199,52 @@ Call with (dict "namespace" ... "name" ... "key" ... "length" 32).
 
 {{/* ---------- Fragments shared by the pipeline's pods ---------- */}}
 
-{{/* Environment of every pipeline role: connections, queue, logging, Django secret key. */}}
-{{- define "telemetry-pipeline.commonEnv" -}}
-{{- if include "telemetry-pipeline.database.available" . }}
+{{/*
+Environment of a pipeline role: each gets only the connections it uses. Call with
+(dict "root" $ "database" true "broker" true):
+  database  DATABASE_URL (collector, API gateway, migration Job, wait-for-migrations);
+  broker    CELERY_BROKER_URL and CELERY_INGEST_QUEUE (streamer, collector, API gateway).
+Every role gets logging, DEBUG, SECRET_KEY (Django needs it to start) and config.extraEnv. The
+streamer has no database setting at all: without DATABASE_URL the settings name the local
+development database, which `manage.py stream` never opens.
+*/}}
+{{- define "telemetry-pipeline.env" -}}
+{{- $root := .root -}}
+{{- if and .database (include "telemetry-pipeline.database.available" $root) }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "telemetry-pipeline.database.urlSecretName" . }}
-      key: {{ include "telemetry-pipeline.database.urlSecretKey" . }}
+      name: {{ include "telemetry-pipeline.database.urlSecretName" $root }}
+      key: {{ include "telemetry-pipeline.database.urlSecretKey" $root }}
 {{- end }}
-{{- if include "telemetry-pipeline.mq.available" . }}
+{{- if .broker }}
+{{- if include "telemetry-pipeline.mq.available" $root }}
 - name: CELERY_BROKER_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "telemetry-pipeline.mq.urlSecretName" . }}
-      key: {{ include "telemetry-pipeline.mq.urlSecretKey" . }}
+      name: {{ include "telemetry-pipeline.mq.urlSecretName" $root }}
+      key: {{ include "telemetry-pipeline.mq.urlSecretKey" $root }}
 {{- end }}
 - name: CELERY_INGEST_QUEUE
-  value: {{ .Values.config.ingestQueue | quote }}
+  value: {{ $root.Values.config.ingestQueue | quote }}
+{{- end }}
 - name: LOG_LEVEL
-  value: {{ .Values.config.logLevel | quote }}
+  value: {{ $root.Values.config.logLevel | quote }}
 - name: LOG_FORMAT
-  value: {{ .Values.config.logFormat | quote }}
+  value: {{ $root.Values.config.logFormat | quote }}
 - name: DEBUG
-  value: {{ .Values.config.debug | ternary "true" "false" | quote }}
+  value: {{ $root.Values.config.debug | ternary "true" "false" | quote }}
 - name: SECRET_KEY
   valueFrom:
     secretKeyRef:
-      {{- if .Values.config.existingSecret }}
-      name: {{ .Values.config.existingSecret }}
-      key: {{ .Values.config.existingSecretKey }}
+      {{- if $root.Values.config.existingSecret }}
+      name: {{ $root.Values.config.existingSecret }}
+      key: {{ $root.Values.config.existingSecretKey }}
       {{- else }}
-      name: {{ include "telemetry-pipeline.appSecretName" . }}
+      name: {{ include "telemetry-pipeline.appSecretName" $root }}
       key: secret-key
       {{- end }}
-{{- with .Values.config.extraEnv }}
+{{- with $root.Values.config.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
@@ -258,7 +269,7 @@ Call with (dict "namespace" ... "name" ... "key" ... "length" 32).
   args:
     - wait-for-migrations
   env:
-    {{- include "telemetry-pipeline.commonEnv" .root | trim | nindent 4 }}
+    {{- include "telemetry-pipeline.env" (dict "root" .root "database" true) | trim | nindent 4 }}
     - name: MIGRATIONS_WAIT_TIMEOUT
       value: "600"
   {{- with .securityContext }}

@@ -25,13 +25,12 @@ networkPolicy.egress. Egress always allows DNS. Call with (dict "root" $ "compon
 {{- $ingress = append $ingress (dict "from" $from "ports" (list (dict "port" "postgresql" "protocol" "TCP"))) -}}
 {{- end -}}
 {{- $egress := list (dict "ports" (list (dict "port" 53 "protocol" "UDP") (dict "port" 53 "protocol" "TCP"))) -}}
-{{- if has $component (list "streamer" "collector" "api-gateway" "migrations") -}}
-{{- if include "telemetry-pipeline.mq.bundled" $root -}}
+{{- /* Egress to the bundled services, for the roles that hold their URL (see telemetry-pipeline.env). */ -}}
+{{- if and (include "telemetry-pipeline.mq.bundled" $root) (has $component (list "streamer" "collector" "api-gateway")) -}}
 {{- $egress = append $egress (dict "to" (list (dict "podSelector" (dict "matchLabels" (include "telemetry-pipeline.selectorLabels" (dict "root" $root "component" "mq") | fromYaml)))) "ports" (list (dict "port" 5672 "protocol" "TCP"))) -}}
 {{- end -}}
-{{- if and (include "telemetry-pipeline.database.bundled" $root) (ne $component "streamer") -}}
+{{- if and (include "telemetry-pipeline.database.bundled" $root) (has $component (list "collector" "api-gateway" "migrations")) -}}
 {{- $egress = append $egress (dict "to" (list (dict "podSelector" (dict "matchLabels" (include "telemetry-pipeline.selectorLabels" (dict "root" $root "component" "database") | fromYaml)))) "ports" (list (dict "port" 5432 "protocol" "TCP"))) -}}
-{{- end -}}
 {{- end -}}
 {{- if eq $component "test" -}}
 {{- $egress = append $egress (dict "to" (list (dict "podSelector" (dict "matchLabels" (include "telemetry-pipeline.selectorLabels" (dict "root" $root "component" "api-gateway") | fromYaml)))) "ports" (list (dict "port" (int $root.Values.apiGateway.port) "protocol" "TCP"))) -}}
