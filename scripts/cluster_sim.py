@@ -74,6 +74,10 @@ def counters() -> dict[str, int]:
         return dict(db.execute("SELECT name, value FROM telemetry_ingestcounter").fetchall())
 
 
+# Every collector started, so that a failed check still stops them all (see main).
+STARTED: list[subprocess.Popen] = []
+
+
 def start_collector(name: str) -> subprocess.Popen:
     """The chart's collector container: `celery -A config worker -Q <queue> --concurrency 1`."""
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -84,6 +88,7 @@ def start_collector(name: str) -> subprocess.Popen:
         cwd=REPO, env=sim_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
     )
     process.log = log
+    STARTED.append(process)
     return process
 
 
@@ -123,9 +128,13 @@ def wait_stored(expected: int, timeout: float = 180) -> None:
 
 def stop(workers: list[subprocess.Popen]) -> None:
     for worker in workers:
-        worker.terminate()
+        if worker.poll() is None:
+            worker.terminate()
     for worker in workers:
-        worker.wait(timeout=60)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 def run(streamers: int, collectors: int) -> int:
@@ -185,7 +194,10 @@ def main() -> int:
     parser.add_argument("--streamers", type=int, default=10)
     parser.add_argument("--collectors", type=int, default=10)
     args = parser.parse_args()
-    return run(args.streamers, args.collectors)
+    try:
+        return run(args.streamers, args.collectors)
+    finally:
+        stop(STARTED)
 
 
 if __name__ == "__main__":
