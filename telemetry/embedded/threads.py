@@ -1,8 +1,7 @@
 """One-process mode for `manage.py pipeline`: a real Celery worker and the web server in threads.
 
-The worker is Celery's own WorkController with the `solo` pool (one writer, which is what the
-embedded SQLite default wants); it installs no signal handlers, so the main thread keeps
-SIGINT/SIGTERM. The in-process `memory://` broker loses whatever is queued when the process
+The worker is Celery's own WorkController with the `solo` pool (one writer is plenty for a local
+run); it installs no signal handlers, so the main thread keeps SIGINT/SIGTERM. The in-process `memory://` broker loses whatever is queued when the process
 exits, so shutdown stops the producer first and waits for the queue to drain.
 """
 import logging
@@ -78,14 +77,20 @@ class EmbeddedWebServer:
         self.server = ThreadedWSGIServer((host, port), QuietRequestHandler, ipv6=":" in host)
         self.server.set_app(get_wsgi_application())
         self._thread = threading.Thread(target=self.server.serve_forever, name="web-server", daemon=True)
+        self._stopped = False
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
+        """Stop serving and close the socket; safe to call twice, or without start()."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join(timeout=10)
         self.server.server_close()
-        self._thread.join(timeout=10)
 
 
 __all__ = ["EmbeddedWorker", "EmbeddedWebServer"]
