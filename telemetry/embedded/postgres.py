@@ -126,11 +126,34 @@ class EmbeddedPostgres:
         try:
             if self.running:
                 self.running = False
+                if self._run_as:  # something may have taken back o+x above the folder (pytest does, on tmp)
+                    _grant_traversal(self.data_dir.parent)
                 result = self._pg_ctl("stop", "-m", "fast", "-w", "-t", str(START_TIMEOUT_SECONDS))
-                if result.returncode != 0:
+                if result.returncode != 0 and not self._signal_postmaster():
                     raise EmbeddedPostgresError(f"cannot stop PostgreSQL in {self.data_dir}: {_last_line(result.stdout)}")
         finally:
             self._unlock()
+
+    def _signal_postmaster(self) -> bool:
+        """pg_ctl could not stop it: SIGINT (fast shutdown) to the pid in postmaster.pid; True once it is gone."""
+        import signal
+        import time
+
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
+        except (OSError, ValueError, IndexError):
+            return False
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            except OSError:
+                return False
+            time.sleep(0.1)
+        return False
 
     def uri(self, database: str = DATABASE) -> str:
         """A libpq URI over the Unix socket (psycopg.connect(server.uri()))."""
