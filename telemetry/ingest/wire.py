@@ -165,7 +165,7 @@ def decode_batch(payload: bytes) -> Batch:
             ts=raw["ts"],
             label=raw["label"],
             # Version 1: a reading per sample.
-            size=raw["size"] if raw["v"] == 2 else [1] * len(raw["value"]),
+            size=raw["size"] if raw["v"] >= 2 else [1] * len(raw["value"]),
             metric=raw["metric"],
             value=raw["value"],
             rejected=int(raw.get("rejected", 0)),

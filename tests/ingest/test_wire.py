@@ -96,7 +96,8 @@ def test_mig_instances_of_one_gpu_are_devices_of_their_own():
     instances = [GPU._replace(mig_instance=i, mig_profile="1g.10gb") for i in (1, 2)]
     builder = BatchBuilder()
     for device in (GPU, *instances):
-        builder.add(Sample(device, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", 1, 0.5, None))
+        for metric in ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_FB_USED"):
+            builder.add(Sample(device, metric, 1, 0.5, None))
     decoded = decode_batch(encode_batch(builder.build()))
     assert decoded.gpus == [GPU, *instances]
-    assert (decoded.gpu, decoded.size) == ([0, 1, 2], [1, 1, 1])
+    assert (decoded.gpu, decoded.size) == ([0, 1, 2], [2, 2, 2])
