@@ -25,7 +25,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     DJANGO_SETTINGS_MODULE=config.settings \
     PORT=8081 \
-    SQLITE_PATH=/tmp/telemetry.sqlite3 \
     HOME=/tmp
 
 RUN groupadd --gid ${APP_GID} app \
