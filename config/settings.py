@@ -152,7 +152,11 @@ STREAM_LOOP = env_bool("STREAM_LOOP", False)
 STREAM_TIMESTAMPS = env_str("STREAM_TIMESTAMPS", "")
 STREAM_ONLY_HOST = env_str("STREAM_ONLY_HOST", "")
 STREAM_SHARD = env_str("STREAM_SHARD", "")
-STREAM_NVML_INTERVAL = env_float("STREAM_NVML_INTERVAL", 1.0, minimum=0.01)
+# Seconds between scrapes of dcgm-exporter URLs or NVML polls; STREAM_NVML_INTERVAL is its former name.
+STREAM_INTERVAL = env_float("STREAM_INTERVAL", env_float("STREAM_NVML_INTERVAL", 15.0, minimum=0.01), minimum=0.01)
+STREAM_METRICS = env_str("STREAM_METRICS", r"DCGM_FI_.*|DCGM_EXP_.*")
+STREAM_SCRAPE_TIMEOUT = env_float("STREAM_SCRAPE_TIMEOUT", 5.0, minimum=0.01)
+STREAM_SCRAPE_CONCURRENCY = env_int("STREAM_SCRAPE_CONCURRENCY", 16, minimum=1)
 STREAM_PROGRESS_INTERVAL = env_float("STREAM_PROGRESS_INTERVAL", 10.0, minimum=0.1)
 
 # --- API (https://www.django-rest-framework.org/api-guide/settings/, https://drf-spectacular.readthedocs.io) ---

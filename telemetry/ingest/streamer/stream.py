@@ -5,8 +5,10 @@ many forked processes (see `processes`): each file is cut into as many ranges of
 each worker streams its range of every file, in file order, through its own reorder window and its
 own publisher (the publisher factory is called in the worker). `shard` keeps a share of the GPUs
 (crc32 of the UUID) in every worker, so several streamers never emit the same row. NVML is one
-machine's GPUs, polled: it is streamed by one worker in this process whatever `workers` says.
-Every worker sends what it holds before it ends.
+machine's GPUs, polled; dcgm-exporter URLs (`urls`, `url_files`) are scraped every `interval` by a
+thread pool (see `exporter`): either is streamed by one worker in this process whatever `workers`
+says, and for URLs `shard` keeps a share of the URLs instead of the GPUs. Every worker sends what it
+holds before it ends.
 """
 import itertools
 import logging
@@ -25,6 +27,7 @@ from typing import Literal, Protocol
 from telemetry.ingest.wire import Batch, Sample, encode_batch
 
 from telemetry.ingest.streamer.batching import BatchBuilder, HeldReadings
+from telemetry.ingest.streamer.exporter import DEFAULT_METRICS, ScrapeStats, Targets, scrape
 from telemetry.ingest.streamer.file_ranges import LineRange, worker_shares
 from telemetry.ingest.streamer.nvml import read_nvml
 from telemetry.ingest.streamer.processes import WorkerPool, WorkerSlot
@@ -51,8 +54,20 @@ class StreamConfig:
     timestamps: TimestampMode = "source"
     only_host: str = ""
     shard: tuple[int, int] = (0, 1)
-    nvml_interval: float = 1.0
+    interval: float = 15.0  # seconds between NVML polls, or between scrapes of the URLs
     progress_interval: float = 10.0
+    # dcgm-exporter's /metrics: URLs, and files listing URLs (re-read when they change); either
+    # makes the streamer scrape them instead of reading `source`.
+    urls: tuple[str, ...] = ()
+    url_files: tuple[str, ...] = ()
+    metrics: str = DEFAULT_METRICS  # the families kept, a regular expression matching the whole name
+    scrape_timeout: float = 5.0
+    scrape_concurrency: int = 16
+
+    @property
+    def scrapes(self) -> bool:
+        """Whether the source is dcgm-exporter URLs."""
+        return bool(self.urls or self.url_files)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -84,6 +99,7 @@ class StreamStats:
         self.samples = 0
         self.batches = 0
         self.rejected = 0
+        self.scrapes: ScrapeStats | None = None  # when the source is dcgm-exporter URLs
         self.started = time.monotonic()
         # time.time() right before the first publish of any worker: a wall-clock time, comparable
         # across processes (perf_counter's is not), for timing a stream from its first publish.
@@ -100,10 +116,11 @@ class StreamStats:
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        return (
+        line = (
             f"streamed {self.samples} samples in {self.batches} batches "
             f"({self.samples / elapsed:.0f} samples/s), {self.rejected} rows rejected"
         )
+        return line if self.scrapes is None else f"{line}; {self.scrapes.line()}"
 
 
 _COUNTERS = ("samples", "batches", "rejected")
@@ -188,10 +205,20 @@ class Streamer:
 
         Raises WorkersFailed if a worker process fails and WorkersAborted if `abort` is set while
         worker processes run."""
-        if self.config.source == "nvml" or self.config.workers == 1:
-            if self.config.workers > 1:
+        config = self.config
+        if config.scrapes:
+            self.stats.scrapes = ScrapeStats()
+            ignored = [name for name, given in (("--workers", config.workers > 1), ("--rate", config.rate),
+                                                ("--loop", config.loop), ("--timestamps now", config.timestamps == "now"))
+                       if given]
+            if ignored:
+                logger.info("%s do(es) not apply to dcgm-exporter URLs: one worker scrapes them, each page at its "
+                            "scrape's time", ", ".join(ignored))
+            self._run_here()
+        elif config.source == "nvml" or config.workers == 1:
+            if config.workers > 1:
                 logger.info("--workers %d does not apply to nvml: one worker polls this machine's GPUs",
-                            self.config.workers)
+                            config.workers)
             self._run_here()
         else:
             self._run_workers(worker_shares(csv_files(Path(self.config.source)), self.config.workers))
@@ -254,8 +281,9 @@ class Streamer:
         """One worker: its samples through its own hold and publisher until they end or `stop`, then what it holds."""
         config = self.config
         # Each row is read by one worker of a streamer; of several streamers sharing a source by
-        # --shard, only shard 0's report malformed rows, so that each is counted once.
-        rejects = RejectLog() if config.shard[0] == 0 else None
+        # --shard, only shard 0's report malformed rows, so that each is counted once. A URL is
+        # scraped by one streamer of them: each reports its own.
+        rejects = RejectLog() if config.shard[0] == 0 or config.scrapes else None
         publisher = self._publisher_factory()
         held = HeldReadings(config.batch_size, config.reorder_window, config.flush_interval)
         reported_rejects = 0
@@ -269,7 +297,7 @@ class Streamer:
             reported_rejects += batch.rejected
 
         samples = self._source(read_once, _ignore_rejects if rejects is None else rejects, loop=loop, stop=stop)
-        if config.rate:
+        if config.rate and not config.scrapes:
             samples = self._paced(samples, held, stop)
         try:
             for batch in held.feed(samples):
@@ -287,8 +315,13 @@ class Streamer:
                 stop: StopEvent) -> Iterator[Sample]:
         """NVML's polls, or `read_once` once or (`loop`) forever; restamped and filtered as configured."""
         config = self.config
-        if config.source == "nvml":
-            samples = read_nvml(interval=config.nvml_interval, stop=stop)
+        if config.scrapes:
+            targets = Targets(config.urls, config.url_files, shard=config.shard)
+            samples = scrape(targets, interval=config.interval, timeout=config.scrape_timeout, metrics=config.metrics,
+                             stop=stop, on_reject=on_reject, stats=self.stats.scrapes,
+                             tick=max(config.flush_interval, 0.05), concurrency=config.scrape_concurrency)
+        elif config.source == "nvml":
+            samples = read_nvml(interval=config.interval, stop=stop)
         else:
             passes = itertools.count() if loop else range(1)
             samples = itertools.chain.from_iterable(read_once(on_reject) for _ in passes)
@@ -296,7 +329,7 @@ class Streamer:
                 samples = restamp_now(samples)
         if config.only_host:
             samples = (sample for sample in samples if sample.gpu.hostname == config.only_host)
-        if config.shard != (0, 1):
+        if config.shard != (0, 1) and not config.scrapes:  # URLs are sharded by Targets
             samples = _in_shard(samples, config.shard)
         return samples
 

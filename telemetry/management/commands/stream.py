@@ -1,8 +1,12 @@
-"""`manage.py stream`: the streamer (a DaemonSet in Kubernetes)."""
+"""`manage.py stream`: the streamer (a DaemonSet in Kubernetes, or one central streamer scraping many nodes)."""
+import re
+from pathlib import Path
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.celery import app
+from telemetry.ingest.streamer.exporter import check_url, is_url, is_url_list, read_url_list
 from telemetry.ingest.streamer.nvml import NvmlUnavailable
 from telemetry.ingest.streamer.processes import WorkersAborted, WorkersFailed
 from telemetry.ingest.streamer.publisher import BatchPublisher, PublishAborted
@@ -12,14 +16,17 @@ from telemetry.ingest.streamer.stream import StreamConfig, Streamer, parse_shard
 
 
 class Command(BaseCommand):
-    help = "Stream samples from a CSV file, a folder of CSVs or live GPUs (nvml) to the collectors."
+    help = ("Stream samples from a CSV file, a folder of CSVs, live GPUs (nvml) or dcgm-exporter's /metrics "
+            "(one or more URLs, or files listing them) to the collectors.")
     # The system checks import the URLconf, and with it the API, the admin and their libraries: memory
     # that a streamer (a DaemonSet pod on every node) would hold for code it never runs.
     requires_system_checks = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("source", nargs="?", default=settings.STREAM_SOURCE,
-                            help="CSV file, folder of CSV files, or 'nvml' [STREAM_SOURCE; default: the bundled sample]")
+        parser.add_argument("source", nargs="*",
+                            help="CSV file, folder of CSV files, 'nvml', or dcgm-exporter URLs (http:// or https://, "
+                                 "e.g. http://node-1:9400/metrics) and files listing URLs, one a line, # for comments "
+                                 "[STREAM_SOURCE, URLs separated by spaces; default: the bundled sample]")
         parser.add_argument("--workers", type=int, default=settings.STREAM_WORKERS,
                             help="worker processes, each streaming its share of every CSV file's lines (not for nvml) "
                                  "[STREAM_WORKERS; default 1]")
@@ -41,8 +48,18 @@ class Command(BaseCommand):
                             help="stream only rows of this host name, e.g. the node's name [STREAM_ONLY_HOST]")
         parser.add_argument("--shard", default=settings.STREAM_SHARD or "0/1",
                             help="stream only GPU shard I of N, as I/N [STREAM_SHARD; default 0/1]")
-        parser.add_argument("--nvml-interval", type=float, default=settings.STREAM_NVML_INTERVAL,
-                            help="seconds between NVML polls [STREAM_NVML_INTERVAL; default 1]")
+        parser.add_argument("--interval", "--nvml-interval", dest="interval", type=float,
+                            default=settings.STREAM_INTERVAL,
+                            help="seconds between scrapes of the URLs, or between NVML polls "
+                                 "[STREAM_INTERVAL, or else STREAM_NVML_INTERVAL; default 15]")
+        parser.add_argument("--metrics", default=settings.STREAM_METRICS,
+                            help="families scraped from URLs, a regular expression matching the whole name "
+                                 r"[STREAM_METRICS; default DCGM_FI_.*|DCGM_EXP_.*]")
+        parser.add_argument("--scrape-timeout", type=float, default=settings.STREAM_SCRAPE_TIMEOUT,
+                            help="seconds one scrape may take, connecting to the last byte [STREAM_SCRAPE_TIMEOUT; "
+                                 "default 5]")
+        parser.add_argument("--scrape-concurrency", type=int, default=settings.STREAM_SCRAPE_CONCURRENCY,
+                            help="URLs scraped at once [STREAM_SCRAPE_CONCURRENCY; default 16]")
         parser.add_argument("--progress-interval", type=float, default=settings.STREAM_PROGRESS_INTERVAL,
                             help="seconds between progress lines [STREAM_PROGRESS_INTERVAL; default 10]")
 
@@ -69,14 +86,22 @@ def _config_from_options(options: dict) -> StreamConfig:
     for name in ("rate", "flush_interval", "reorder_window"):
         if options[name] < 0:
             raise CommandError(f"--{name.replace('_', '-')} must not be negative")
-    if options["nvml_interval"] <= 0 or options["progress_interval"] <= 0:
-        raise CommandError("--nvml-interval and --progress-interval must be positive")
+    if options["interval"] <= 0 or options["progress_interval"] <= 0 or options["scrape_timeout"] <= 0:
+        raise CommandError("--interval, --scrape-timeout and --progress-interval must be positive")
+    if options["scrape_concurrency"] < 1:
+        raise CommandError("--scrape-concurrency must be at least 1")
     try:
         shard = parse_shard(options["shard"])
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    source, urls, url_files = _sources(options["source"])
+    if urls or url_files:
+        try:
+            re.compile(options["metrics"])
+        except re.error as exc:
+            raise CommandError(f"--metrics {options['metrics']!r} is not a regular expression: {exc}") from None
     return StreamConfig(
-        source=options["source"],
+        source=source,
         workers=options["workers"],
         rate=options["rate"],
         batch_size=options["batch_size"],
@@ -86,6 +111,42 @@ def _config_from_options(options: dict) -> StreamConfig:
         timestamps=options["timestamps"] or ("now" if options["loop"] else "source"),
         only_host=options["only_host"],
         shard=shard,
-        nvml_interval=options["nvml_interval"],
+        interval=options["interval"],
         progress_interval=options["progress_interval"],
+        urls=urls,
+        url_files=url_files,
+        metrics=options["metrics"],
+        scrape_timeout=options["scrape_timeout"],
+        scrape_concurrency=options["scrape_concurrency"],
     )
+
+
+def _sources(given: list[str]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(source, URLs, URL list files) from the command line, or else STREAM_SOURCE.
+
+    One source is a CSV file or folder, 'nvml', a URL, or a file listing URLs (its first line that is
+    not blank or a comment is a URL). Several are URLs and URL lists only.
+    """
+    if not given:
+        configured = settings.STREAM_SOURCE.split()
+        given = configured if configured and all(is_url(item) for item in configured) else [settings.STREAM_SOURCE]
+    urls, url_files, others = [], [], []
+    for item in given:
+        if is_url(item):
+            try:
+                urls.append(check_url(item))
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        elif Path(item).is_file() and is_url_list(Path(item)):
+            try:
+                read_url_list(Path(item))
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                raise CommandError(f"URL list: {exc}") from None
+            url_files.append(item)
+        else:
+            others.append(item)
+    if others and (urls or url_files or len(others) > 1):
+        raise CommandError(f"several sources are for dcgm-exporter URLs and URL lists only; {others[0]!r} is neither")
+    if others:
+        return others[0], (), ()
+    return (urls or url_files)[0], tuple(urls), tuple(url_files)
