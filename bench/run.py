@@ -509,6 +509,20 @@ def bench_memory(run: Run, fleet: Fleet) -> None:
                    {"by_file_bytes": {str(k): v for k, v in peaks.items()}, "growth_mb": round(growth, 1)}))
 
 
+# --- Streamer: parsing dcgm-exporter's /metrics pages, one core ---
+
+
+def bench_exporter_parse(run: Run) -> None:
+    from bench import exporter_parse
+
+    nodes, scrapes, runs = (20, 2, 1) if run.smoke else (200, 5, 3)
+    result = exporter_parse.measure(nodes, scrapes, runs, reference=True)
+    rate, plain = result["samples_per_s"], result["regex_per_line_samples_per_s"]
+    run.check(10_000 < rate < 50_000_000, f"exporter parse rate {rate:.0f} samples/s is not plausible")
+    run.add(Figure("streamer: dcgm-exporter page parse, one core", rate, "samples/s", plain, "regex per line, one core",
+                   rate / plain, f">= {exporter_parse.TARGET:,} samples/s", rate >= exporter_parse.TARGET, result))
+
+
 # --- Report ---
 
 
@@ -571,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
                        baseline, "COPY, a row per sample", statistics.median(readings) / baseline,
                        "evidence, not a target", None, {"runs": readings}))
 
+        print("streamer: parsing dcgm-exporter pages", flush=True)
+        bench_exporter_parse(run)
         bench_ingest_and_trim(run, fleet, baseline, a_csv, a_sum, b_csv)
         for path in (a_csv, b_csv, a_rows, a_readings):
             path.unlink()
