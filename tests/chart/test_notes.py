@@ -59,3 +59,15 @@ def test_seed_value_notes(helm, notes_chart):
     assert "mq.autoscaling was read as collector.autoscaling" in text
     text = notes(helm, notes_chart, "--set", "collector.checkpointEnabled=false")
     assert "collector.checkpointEnabled=false has no effect" in text
+
+
+def test_dcgm_exporter_mode_names_the_url_and_what_the_exporter_needs(helm, notes_chart):
+    text = notes(helm, notes_chart, "--set", "streamer.source=dcgm-exporter", "--set", "streamer.dcgmExporter.port=9500")
+    assert "source: dcgm-exporter, partition: none" in text
+    assert "http://<node IP>:9500/metrics" in text and "every 15 s" in text
+    assert "dcgmExporter.hostNetwork=true" in text and "hostPort 9500" in text
+    # No CSV partition warnings for a live source.
+    assert "replays the whole CSV" not in text and "streamer.partition resolves" not in text
+    # The CSV modes keep theirs.
+    assert "replays the whole CSV" in notes(helm, notes_chart)
+    assert "dcgm-exporter" not in notes(helm, notes_chart)

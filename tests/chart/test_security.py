@@ -8,7 +8,7 @@ from tests.chart.conftest import env_of
 from tests.chart.examples import CHART, all_examples
 
 
-@pytest.mark.parametrize("name", ["quick-start", "production", "ci-nvml", "ci-keda-monitoring", "development"])
+@pytest.mark.parametrize("name", ["quick-start", "production", "ci-nvml", "ci-dcgm-exporter", "ci-keda-monitoring", "development"])
 def test_every_container_is_locked_down(helm, name):
     for obj, pod in helm.example(name).pod_specs():
         assert pod["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]

@@ -299,7 +299,7 @@ development database, which `manage.py stream` never opens.
 {{- $p := .Values.streamer.partition -}}
 {{- if ne $p "auto" -}}
 {{- $p -}}
-{{- else if eq .Values.streamer.source "nvml" -}}
+{{- else if has .Values.streamer.source (list "nvml" "dcgm-exporter") -}}
 none
 {{- else if eq (include "telemetry-pipeline.streamer.dataSource" .) "bundled" -}}
 none
@@ -308,10 +308,12 @@ node
 {{- end -}}
 {{- end -}}
 
-{{/* Where the streamer's samples come from: nvml, configmap (existing), pvc, inline (csvData) or bundled (the image's sample). */}}
+{{/* Where the streamer's samples come from: nvml, dcgm-exporter, configmap (existing), pvc, inline (csvData) or bundled (the image's sample). */}}
 {{- define "telemetry-pipeline.streamer.dataSource" -}}
 {{- if eq .Values.streamer.source "nvml" -}}
 nvml
+{{- else if eq .Values.streamer.source "dcgm-exporter" -}}
+dcgm-exporter
 {{- else if .Values.streamer.existingConfigMap -}}
 configmap
 {{- else if .Values.streamer.persistence.enabled -}}
@@ -320,6 +322,29 @@ pvc
 inline
 {{- else -}}
 bundled
+{{- end -}}
+{{- end -}}
+
+{{/*
+STREAM_SOURCE of the dcgm-exporter mode: the node's own exporter, `$(HOST_IP)` being the env var
+HOST_IP (status.hostIP) that Kubernetes expands because it is defined earlier in the list.
+*/}}
+{{- define "telemetry-pipeline.streamer.exporterURL" -}}
+{{- $e := .Values.streamer.dcgmExporter -}}
+{{- printf "%s://$(HOST_IP):%d%s" $e.scheme (int $e.port) $e.path -}}
+{{- end -}}
+
+{{/*
+A number for an env value: a whole number as an integer (Helm reads 15 in a values file as a
+float, and 1000000 would print as 1e+06), anything else as given; so both int() and float()
+parse it.
+*/}}
+{{- define "telemetry-pipeline.number" -}}
+{{- $f := float64 . -}}
+{{- if eq $f (float64 (int64 $f)) -}}
+{{- int64 $f -}}
+{{- else -}}
+{{- toString . -}}
 {{- end -}}
 {{- end -}}
 

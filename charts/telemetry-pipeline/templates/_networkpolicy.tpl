@@ -1,6 +1,7 @@
 {{/*
 A component's NetworkPolicy: only the traffic the pipeline needs, plus networkPolicy.ingress /
-networkPolicy.egress. Egress always allows DNS. Call with (dict "root" $ "component" "collector").
+networkPolicy.egress. Egress always allows DNS (and, for a dcgm-exporter streamer, the exporter
+port). Call with (dict "root" $ "component" "collector").
 */}}
 {{- define "telemetry-pipeline.networkPolicy" -}}
 {{- $root := .root -}}
@@ -31,6 +32,19 @@ networkPolicy.egress. Egress always allows DNS. Call with (dict "root" $ "compon
 {{- end -}}
 {{- if and (include "telemetry-pipeline.database.bundled" $root) (has $component (list "collector" "api-gateway" "migrations")) -}}
 {{- $egress = append $egress (dict "to" (list (dict "podSelector" (dict "matchLabels" (include "telemetry-pipeline.selectorLabels" (dict "root" $root "component" "database") | fromYaml)))) "ports" (list (dict "port" 5432 "protocol" "TCP"))) -}}
+{{- end -}}
+{{- /* The streamer's node's dcgm-exporter: the node's IP is no pod, so the port on nodeCIDRs, or on any address. */ -}}
+{{- if and (eq $component "streamer") (eq (include "telemetry-pipeline.streamer.dataSource" $root) "dcgm-exporter") -}}
+{{- $e := $root.Values.streamer.dcgmExporter -}}
+{{- $rule := dict "ports" (list (dict "port" (int $e.port) "protocol" "TCP")) -}}
+{{- if $e.nodeCIDRs -}}
+{{- $to := list -}}
+{{- range $cidr := $e.nodeCIDRs -}}
+{{- $to = append $to (dict "ipBlock" (dict "cidr" $cidr)) -}}
+{{- end -}}
+{{- $_ := set $rule "to" $to -}}
+{{- end -}}
+{{- $egress = append $egress $rule -}}
 {{- end -}}
 {{- if eq $component "test" -}}
 {{- $egress = append $egress (dict "to" (list (dict "podSelector" (dict "matchLabels" (include "telemetry-pipeline.selectorLabels" (dict "root" $root "component" "api-gateway") | fromYaml)))) "ports" (list (dict "port" (int $root.Values.apiGateway.port) "protocol" "TCP"))) -}}
