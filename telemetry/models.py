@@ -1,6 +1,4 @@
 """GPUs, metrics and their samples: what the collector stores and the API serves."""
-import json
-
 from django.db import models
 
 
@@ -71,27 +69,13 @@ class LabelSet(models.Model):
 class MetricValuesField(models.Field):
     """A reading's values, position i holding metric id i + 1 (None where that metric has no value).
 
-    `double precision[]` on PostgreSQL, where a missing metric costs one bit of the array's null
-    bitmap; JSON text on any other database (the embedded SQLite mode).
+    A `double precision[]`, where a missing metric costs one bit of the array's null bitmap.
     """
 
     description = "Metric values indexed by metric id"
 
     def db_type(self, connection) -> str:
-        return "double precision[]" if connection.vendor == "postgresql" else "text"
-
-    def from_db_value(self, value, expression, connection):
-        if isinstance(value, str):
-            return json.loads(value)
-        return value
-
-    def to_python(self, value):
-        return json.loads(value) if isinstance(value, str) else value
-
-    def get_db_prep_value(self, value, connection, prepared=False):
-        if value is None or connection.vendor == "postgresql":
-            return value
-        return json.dumps(list(value))
+        return "double precision[]"
 
 
 class Reading(models.Model):

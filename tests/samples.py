@@ -1,7 +1,6 @@
 """What the database holds, as samples: each non-null value of a reading is one sample."""
 from datetime import datetime
 
-from django.db import connection
 from django.db.models import Func, IntegerField, Sum
 
 from telemetry.models import Metric, Reading
@@ -22,15 +21,11 @@ def stored_samples(**filters) -> list[tuple[str, str, datetime, float]]:
 def stored_count(**filters) -> int:
     """Samples stored in the readings matching `filters`: each reading's non-null values.
 
-    One aggregate in the database on PostgreSQL (the load test calls it while ingest runs);
-    counted in Python over the readings elsewhere.
+    One aggregate in the database (the load test calls it while ingest runs).
     """
-    readings = Reading.objects.filter(**filters)
-    if connection.vendor == "postgresql":
-        non_null = Func(Func("values", template="array_remove(%(expressions)s, NULL)"), function="cardinality",
-                        output_field=IntegerField())
-        return readings.aggregate(total=Sum(non_null))["total"] or 0
-    return sum(len(reading.samples()) for reading in readings.iterator(chunk_size=5000))
+    non_null = Func(Func("values", template="array_remove(%(expressions)s, NULL)"), function="cardinality",
+                    output_field=IntegerField())
+    return Reading.objects.filter(**filters).aggregate(total=Sum(non_null))["total"] or 0
 
 
 def stored_sum(**filters) -> float:

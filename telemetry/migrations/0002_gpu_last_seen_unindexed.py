@@ -1,11 +1,10 @@
-"""GPU rows are rewritten with every batch: keep them updatable in place (HOT) on PostgreSQL."""
+"""GPU rows are rewritten with every batch: keep them updatable in place (HOT)."""
 from django.db import migrations, models
 
 
 def gpu_fillfactor(apps, schema_editor) -> None:
     # Free space in each page lets PostgreSQL keep a GPU's new row version on the same page.
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE telemetry_gpu SET (fillfactor = 70)")
+    schema_editor.execute("ALTER TABLE telemetry_gpu SET (fillfactor = 70)")
 
 
 class Migration(migrations.Migration):

@@ -1,15 +1,15 @@
 """One row per (GPU, time) with the metric values in an array, instead of one row per sample.
 
 Existing samples are moved into readings before the sample table is dropped, so an upgrade
-keeps every stored value. On PostgreSQL it also creates the array functions that the
-collector uses to merge a reading that arrives in parts and to trim one in part.
+keeps every stored value. It also creates the array functions that the collector uses to merge
+a reading that arrives in parts and to trim one in part.
 """
 from django.db import migrations, models
 
 import telemetry.models
 
-# The collector's array helpers (Python twins in telemetry.ingest.services). Element-wise, arrays
-# of unequal length padded with nulls by the multi-argument unnest:
+# The collector's array helpers, element-wise, arrays of unequal length padded with nulls by the
+# multi-argument unnest:
 # - merge: the stored value where there is one, else the incoming one (the first write of a
 #   sample wins, as `ON CONFLICT DO NOTHING` did for a row per sample);
 # - added: how many samples merging `incoming` would add;
@@ -30,7 +30,7 @@ RETURNS double precision[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 """
 
-_MOVE_SAMPLES_POSTGRESQL = """
+_MOVE_SAMPLES = """
 WITH grouped AS (
     SELECT gpu_id, "timestamp", min(label_set_id) AS label_set_id,
            array_agg(metric_id) AS metric_ids, array_agg(value) AS samples
@@ -46,21 +46,8 @@ FROM grouped
 
 
 def move_samples(apps, schema_editor) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(_FUNCTIONS)
-        schema_editor.execute(_MOVE_SAMPLES_POSTGRESQL)
-        return
-    Sample = apps.get_model("telemetry", "Sample")
-    Reading = apps.get_model("telemetry", "Reading")
-    readings: dict[tuple[int, object], Reading] = {}
-    for sample in Sample.objects.order_by("gpu_id", "timestamp", "metric_id").iterator(chunk_size=5000):
-        reading = readings.setdefault(
-            (sample.gpu_id, sample.timestamp),
-            Reading(gpu_id=sample.gpu_id, timestamp=sample.timestamp, label_set_id=sample.label_set_id, values=[]),
-        )
-        reading.values += [None] * (sample.metric_id - len(reading.values))
-        reading.values[sample.metric_id - 1] = sample.value
-    Reading.objects.bulk_create(readings.values(), batch_size=1000)
+    schema_editor.execute(_FUNCTIONS)
+    schema_editor.execute(_MOVE_SAMPLES)
 
 
 class Migration(migrations.Migration):

@@ -1,4 +1,4 @@
-"""The collector's service against the real PostgreSQL: idempotent storage, both write paths, trimming."""
+"""The collector's service against the real PostgreSQL: idempotent storage, merging, trimming."""
 import threading
 import time
 
@@ -18,16 +18,8 @@ from tests.samples import stored_count, stored_samples, stored_sum
 pytestmark = pytest.mark.django_db
 
 
-def stored_rows() -> list[tuple]:
-    readings = Reading.objects.order_by("gpu__uuid", "timestamp").values_list(
-        "gpu__uuid", "gpu__hostname", "gpu__index", "timestamp", "label_set__container", "label_set__labels"
-    )
-    return [*readings, *stored_samples()]
-
-
-@pytest.mark.parametrize("writer", ["copy", "orm"])
-def test_sample_file_is_stored_exactly(writer, sample_csv):
-    result = samples_persist(batch=file_batch(sample_csv), max_per_gpu=0, writer=writer)
+def test_sample_file_is_stored_exactly(sample_csv):
+    result = samples_persist(batch=file_batch(sample_csv), max_per_gpu=0)
     assert (result.received, result.stored, result.duplicates) == (SAMPLE_COUNT, SAMPLE_COUNT, 0)
     assert stored_count() == SAMPLE_COUNT
     assert Gpu.objects.count() == SAMPLE_GPUS
@@ -38,20 +30,10 @@ def test_sample_file_is_stored_exactly(writer, sample_csv):
     assert LabelSet.objects.count() == SAMPLE_HOSTS
 
 
-def test_both_write_paths_store_the_same_samples(sample_csv, django_db_blocker):
-    samples_persist(batch=file_batch(sample_csv), max_per_gpu=0, writer="copy")
-    by_copy = stored_rows()
-    Reading.objects.all().delete()
-    Gpu.objects.all().delete()
-    samples_persist(batch=file_batch(sample_csv), max_per_gpu=0, writer="orm")
-    assert stored_rows() == by_copy
-
-
-@pytest.mark.parametrize("writer", ["copy", "orm"])
-def test_a_batch_stored_twice_stores_nothing_twice(writer):
+def test_a_batch_stored_twice_stores_nothing_twice():
     batch = fleet_batch(gpus=3, ticks=4)
-    first = samples_persist(batch=batch, max_per_gpu=0, writer=writer)
-    again = samples_persist(batch=batch, max_per_gpu=0, writer=writer)
+    first = samples_persist(batch=batch, max_per_gpu=0)
+    again = samples_persist(batch=batch, max_per_gpu=0)
     assert (first.stored, again.stored, again.duplicates) == (24, 0, 24)
     assert stored_count() == 24
     assert list(Gpu.objects.values_list("sample_count", flat=True)) == [8, 8, 8]
@@ -78,13 +60,12 @@ def test_gpus_named_with_quotes_and_backslashes_are_found_again():
     assert sorted(Gpu.objects.values_list("uuid", flat=True)) == sorted(odd)
 
 
-@pytest.mark.parametrize("writer", ["copy", "orm"])
-def test_a_new_gpu_is_stored_with_every_attribute_as_sampled(writer):
+def test_a_new_gpu_is_stored_with_every_attribute_as_sampled():
     gpus = [GpuInfo("GPU-a", 'host "one"', 3, "nvidia3", "NVIDIA H100 80GB HBM3"), GpuInfo("GPU-b", "höst-2", 0, "", "")]
     builder = BatchBuilder()
     for tick, gpu in ((1, gpus[0]), (2, gpus[0]), (5, gpus[1])):
         builder.add(Sample(gpu, METRICS[0], tick * 1_000_000, 1.0, None))
-    samples_persist(batch=builder.build(), max_per_gpu=0, writer=writer)
+    samples_persist(batch=builder.build(), max_per_gpu=0)
     rows = Gpu.objects.order_by("uuid").values_list(
         "uuid", "hostname", "index", "device", "model_name", "first_seen", "last_seen", "sample_count")
     assert list(rows) == [
@@ -102,11 +83,10 @@ def test_duplicates_inside_one_batch_are_stored_once():
     assert (result.stored, result.duplicates) == (2, 4)
 
 
-@pytest.mark.parametrize("writer", ["copy", "orm"])
-def test_each_gpu_keeps_exactly_its_newest_n_samples(writer):
+def test_each_gpu_keeps_exactly_its_newest_n_samples():
     limit = 7
     for start in range(0, 10):  # ten batches of one tick each, oldest first
-        samples_persist(batch=fleet_batch(gpus=3, ticks=1, start_us=start * 1_000_000), max_per_gpu=limit, writer=writer)
+        samples_persist(batch=fleet_batch(gpus=3, ticks=1, start_us=start * 1_000_000), max_per_gpu=limit)
     for row in Gpu.objects.all():
         kept = sorted(((ts, m) for _, m, ts, _ in stored_samples(gpu=row)), reverse=True)
         assert len(kept) == limit == row.sample_count
@@ -140,18 +120,17 @@ def test_a_gpu_that_moved_host_is_updated():
     assert Gpu.objects.get().hostname == "new-host"
 
 
-@pytest.mark.parametrize("writer", ["copy", "orm"])
-def test_a_reading_split_between_batches_is_merged_into_one_row(writer):
+def test_a_reading_split_between_batches_is_merged_into_one_row():
     whole = fleet_batch(gpus=2, ticks=3)
     per_metric = {metric: BatchBuilder() for metric in METRICS}
     for sample in whole.samples():
         per_metric[sample.metric].add(sample)
     parts = [builder.build() for builder in per_metric.values()]
-    results = [samples_persist(batch=part, max_per_gpu=0, writer=writer) for part in parts]
+    results = [samples_persist(batch=part, max_per_gpu=0) for part in parts]
     assert [r.stored for r in results] == [6, 6]
     assert Reading.objects.count() == 6  # 2 GPUs × 3 ticks, each row holding both metrics
     assert stored_count() == 12 and list(Gpu.objects.values_list("sample_count", flat=True)) == [6, 6]
-    again = samples_persist(batch=parts[0], max_per_gpu=0, writer=writer)
+    again = samples_persist(batch=parts[0], max_per_gpu=0)
     assert (again.stored, again.duplicates) == (0, 6)
     assert stored_samples() == sorted(
         (s.gpu.uuid, s.metric, to_datetime(s.timestamp_us), s.value) for s in whole.samples()
@@ -172,33 +151,28 @@ START_US = 1_752_871_354_000_000  # fleet_batch's default start
 NEWER = START_US + 100_000_000
 
 
-@pytest.mark.parametrize("writer", ["copy", "orm"])
-def test_trimming_reaches_back_past_readings_narrower_than_the_batch(writer):
+def test_trimming_reaches_back_past_readings_narrower_than_the_batch():
     builder = BatchBuilder()
     for sample in fleet_batch(gpus=1, ticks=6).samples():
         if sample.metric == METRICS[0]:
             builder.add(sample)  # six old readings of one sample each
-    samples_persist(batch=builder.build(), max_per_gpu=0, writer=writer)
-    result = samples_persist(batch=fleet_batch(gpus=1, ticks=1, start_us=NEWER), max_per_gpu=4, writer=writer)
+    samples_persist(batch=builder.build(), max_per_gpu=0)
+    result = samples_persist(batch=fleet_batch(gpus=1, ticks=1, start_us=NEWER), max_per_gpu=4)
     assert result.trimmed == 4
     kept = [ts for _, _, ts, _ in stored_samples()]
     assert sorted(kept) == sorted([to_datetime(1_752_871_358_000_000), to_datetime(1_752_871_359_000_000)] + [to_datetime(NEWER)] * 2)
     assert Gpu.objects.get().sample_count == 4
 
 
-@pytest.mark.parametrize("writer", ["copy", "orm"])
-def test_a_reading_older_than_the_trimmed_ones_is_still_trimmed_first(writer):
+def test_a_reading_older_than_the_trimmed_ones_is_still_trimmed_first():
     for tick in range(4):
-        samples_persist(batch=fleet_batch(gpus=1, ticks=1, start_us=NEWER + tick * 1_000_000), max_per_gpu=4, writer=writer)
-    gpu_row = Gpu.objects.get()
-    if writer == "copy":
-        # The walk starts after the newest reading trimmed away, past rows still in the index.
-        assert gpu_row.trimmed_through == to_datetime(NEWER + 1_000_000)
+        samples_persist(batch=fleet_batch(gpus=1, ticks=1, start_us=NEWER + tick * 1_000_000), max_per_gpu=4)
+    # The walk starts after the newest reading trimmed away, past rows still in the index.
+    assert Gpu.objects.get().trimmed_through == to_datetime(NEWER + 1_000_000)
     old = fleet_batch(gpus=1, ticks=1)  # far older than everything trimmed so far
-    samples_persist(batch=old, max_per_gpu=4, writer=writer)
-    if writer == "copy":
-        # Storing it cleared trimmed_through, so the walk started over and trimmed it first.
-        assert Gpu.objects.get().trimmed_through == to_datetime(old.ts[0])
+    samples_persist(batch=old, max_per_gpu=4)
+    # Storing it cleared trimmed_through, so the walk started over and trimmed it first.
+    assert Gpu.objects.get().trimmed_through == to_datetime(old.ts[0])
     kept = sorted({ts for _, _, ts, _ in stored_samples()})
     assert kept == [to_datetime(NEWER + 2_000_000), to_datetime(NEWER + 3_000_000)]
 

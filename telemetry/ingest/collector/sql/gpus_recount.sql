@@ -1,0 +1,3 @@
+-- Every GPU's sample_count from the readings themselves (after deletes outside the collector).
+UPDATE telemetry_gpu AS g SET sample_count = coalesce(
+    (SELECT sum(cardinality(array_remove(r."values", NULL))) FROM telemetry_reading AS r WHERE r.gpu_id = g.id), 0)
