@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import calendar
 from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
 from html import escape
 
 from django.conf import settings
@@ -26,6 +25,7 @@ from django.utils.text import capfirst
 
 from telemetry.api import selectors
 from telemetry.models import Gpu, IngestCounter, Metric, Reading
+from telemetry.times import from_rfc3339, to_rfc3339_short, to_utc
 
 CHART_WINDOW = timedelta(hours=1)
 CHART_MAX_SAMPLES = 5000
@@ -80,10 +80,7 @@ class GpuAdmin(ReadOnlyAdmin):
         gpu = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if gpu is not None:
-            latest = selectors.gpu_latest_values(gpu_id=gpu.pk)
-            extra["latest_values"] = [
-                {"metric": selectors.metric_name(metric_id), "timestamp": ts, "value": value} for metric_id, ts, value in latest
-            ]
+            extra["latest_values"] = selectors.gpu_latest_values(gpu_id=gpu.pk)
             extra["chart_svg"] = gpu_chart_svg(gpu=gpu)
             extra["readings_url"] = reverse("admin:telemetry_reading_changelist") + f"?gpu__id__exact={gpu.pk}"
             extra["api_url"] = reverse("api:gpu-telemetry", kwargs={"uuid": gpu.uuid})
@@ -97,7 +94,7 @@ def gpu_chart_svg(*, gpu: Gpu, window: timedelta = CHART_WINDOW) -> str:
     )
     series: dict[str, list[tuple[datetime, float]]] = {}
     for ts, metric_id, value in reversed(rows):
-        series.setdefault(selectors.metric_name(metric_id), []).append((selectors.time_parse(ts), value))
+        series.setdefault(selectors.metric_name(metric_id), []).append((from_rfc3339(ts), value))
     return render_chart_svg(series=series)
 
 
@@ -252,7 +249,7 @@ class ReadingAdmin(ReadOnlyAdmin):
     @admin.display(description="Time (UTC)")
     def time(self, reading: Reading) -> str:
         """To the second and its fraction: readings of one GPU are seconds apart."""
-        return selectors.time_text(reading.timestamp).replace("T", " ").removesuffix("Z")
+        return to_rfc3339_short(reading.timestamp).replace("T", " ").removesuffix("Z")
 
     @admin.display(description="Values")
     def metric_values(self, reading: Reading):
@@ -274,7 +271,7 @@ def bounded_date_hierarchy(cl) -> dict:
     span = Gpu.objects.aggregate(first=Min("first_seen"), last=Max("last_seen"))
     if not span["first"]:
         return {"show": False}
-    first, last = (moment.astimezone(dt_timezone.utc) for moment in (span["first"], span["last"]))
+    first, last = (to_utc(moment) for moment in (span["first"], span["last"]))
     params = cl.params
 
     def lookup(name):

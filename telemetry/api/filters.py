@@ -1,12 +1,12 @@
 """django-filter FilterSets for the GPU lists; each label becomes the parameter's OpenAPI description."""
 from datetime import timedelta
-from datetime import timezone as dt_timezone
 
 from django.utils import timezone
 from django_filters import rest_framework as filters
 from rest_framework.exceptions import ValidationError
 
 from telemetry.models import Gpu
+from telemetry.times import to_utc
 
 # Ten years: anything larger is a typo, and would overflow a date computation.
 MAX_STALE_SECONDS = 10 * 365 * 86400
@@ -38,7 +38,7 @@ class GpuFilter(filters.FilterSet):
     def filter_seen_since(self, queryset, name, value):
         # PostgreSQL accepts zone offsets up to 15:59, Python up to 23:59: compare in UTC.
         try:
-            value = value.astimezone(dt_timezone.utc)
+            value = to_utc(value)
         except OverflowError:
             raise ValidationError({"seen_since": ["seen_since is out of range."]}) from None
         return queryset.filter(last_seen__gte=value)

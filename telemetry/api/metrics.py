@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from telemetry.api import selectors
 from telemetry.models import IngestCounter
 
 # Metrics of this process; in multiprocess mode their values go to PROMETHEUS_MULTIPROC_DIR.
@@ -43,10 +44,8 @@ class IngestCollector:
     def collect(self):
         up = GaugeMetricFamily("telemetry_database_up", "1 when the API could read the ingest counters from the database.")
         try:
-            values = dict(IngestCounter.objects.values_list("name", "value"))
-            from telemetry.api.selectors import ingest_newest_sample_time
-
-            newest = ingest_newest_sample_time()
+            values = selectors.ingest_counters()
+            newest = selectors.ingest_newest_sample_time()
         except DatabaseError:
             up.add_metric([], 0)
             yield up
@@ -55,7 +54,7 @@ class IngestCollector:
         yield up
         for name, help_text in INGEST_COUNTERS.items():
             family = CounterMetricFamily(f"telemetry_{name}", help_text)
-            family.add_metric([], values.get(name, 0))
+            family.add_metric([], values[name])
             yield family
         lag = GaugeMetricFamily(
             "telemetry_ingest_lag_seconds", "Now minus the time of the newest stored sample (NaN when none is stored)."

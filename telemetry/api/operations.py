@@ -17,10 +17,6 @@ def health(request):
     return JsonResponse({"status": "ok"})
 
 
-def _database_name() -> str:
-    return "PostgreSQL" if connection.vendor == "postgresql" else connection.display_name
-
-
 def _broker_name(url: str) -> str:
     return "RabbitMQ" if url.startswith(("amqp", "pyamqp")) else f"broker ({url.split(':', 1)[0]})"
 
@@ -51,7 +47,7 @@ def ready(request):
     checks = {}
     failed = []
     db_error = _check_database()
-    db_name = _database_name()
+    db_name = "PostgreSQL"
     checks[db_name] = db_error or "ok"
     if db_error:
         failed.append(db_name)

@@ -1,7 +1,32 @@
-"""drf-spectacular glue: per-field examples from a serializer's Meta.field_examples, the token scheme."""
+"""Everything the OpenAPI document says that the code does not: operations, parameters, examples, errors.
+
+Each view takes its declaration from here (`@schema.GPU_LIST`, …), so the views hold only what
+they do. Also the drf-spectacular glue: per-field examples from a serializer's Meta.field_examples,
+and the token scheme.
+"""
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers
+
+from telemetry.api.filters import GpuFilter
+from telemetry.api.serializers import (
+    GPU_UUID_EXAMPLE,
+    HOSTNAME_EXAMPLE,
+    MAX_SUMMARY_BUCKETS,
+    METRIC_EXAMPLE,
+    TIME_EXAMPLE,
+    ErrorSerializer,
+    GpuSerializer,
+    HostSerializer,
+    LatestSerializer,
+    MetricListSerializer,
+    SummaryQuerySerializer,
+    SummarySerializer,
+    TelemetryPageSerializer,
+    TelemetryQuerySerializer,
+)
 
 
 class AutoSchema(SpectacularAutoSchema):
@@ -30,3 +55,152 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "Needed only when the server sets API_TOKEN: `Authorization: Bearer <token>`.",
         }
+
+
+# --- Shared pieces ---
+
+ERRORS_400 = {
+    400: OpenApiResponse(ErrorSerializer, description="Bad input: `errors` names each offending parameter and what is wrong."),
+    401: OpenApiResponse(ErrorSerializer, description="API_TOKEN is set and the request has no valid `Authorization: Bearer` token."),
+}
+ERRORS_404 = {
+    401: ERRORS_400[401],
+    404: OpenApiResponse(ErrorSerializer, description="No such GPU or host."),
+}
+UUID_PARAM = OpenApiParameter(
+    "uuid", OpenApiTypes.STR, OpenApiParameter.PATH, description="NVIDIA UUID of the GPU.",
+    examples=[OpenApiExample("GPU", value=GPU_UUID_EXAMPLE)],
+)
+HOSTNAME_PARAM = OpenApiParameter(
+    "hostname", OpenApiTypes.STR, OpenApiParameter.PATH, description="Host name the GPUs report from.",
+    examples=[OpenApiExample("Host", value=HOSTNAME_EXAMPLE)],
+)
+
+
+def _example(name, value):
+    return [OpenApiExample(name, value=value)]
+
+
+PAGE_PARAMS = [
+    OpenApiParameter("limit", OpenApiTypes.INT, description="Number of results per page (1 to 5000, default 500).",
+                     examples=_example("Page of 100", 100)),
+    OpenApiParameter("offset", OpenApiTypes.INT, description="Index of the first result to return (default 0).",
+                     examples=_example("Second page", 100)),
+]
+GPU_FILTER_PARAMS = [
+    OpenApiParameter("hostname", OpenApiTypes.STR, description=GpuFilter.base_filters["hostname"].label,
+                     examples=_example("Host", HOSTNAME_EXAMPLE)),
+    OpenApiParameter("model", OpenApiTypes.STR, description=GpuFilter.base_filters["model"].label,
+                     examples=_example("H100", "NVIDIA H100 80GB HBM3")),
+    OpenApiParameter("seen_since", OpenApiTypes.DATETIME, description=GpuFilter.base_filters["seen_since"].label,
+                     examples=_example("Since", TIME_EXAMPLE)),
+    OpenApiParameter("stale", OpenApiTypes.NUMBER, description=GpuFilter.base_filters["stale"].label,
+                     examples=_example("Silent for 5 minutes", 300)),
+    OpenApiParameter("ordering", OpenApiTypes.STR, description=GpuFilter.base_filters["ordering"].label,
+                     examples=_example("Newest first", "-last_seen")),
+]
+
+
+def _params_from(serializer_class, *, examples: dict) -> list[OpenApiParameter]:
+    """Query parameters documented from a query serializer: its help texts, bounds, choices and defaults."""
+    params = []
+    for name, field in serializer_class().fields.items():
+        explode = None
+        if isinstance(field, serializers.ListField):
+            schema, explode, example = {"type": "array", "items": {"type": "string"}}, True, [examples[name]]
+        elif isinstance(field, serializers.DateTimeField):
+            schema, example = {"type": "string", "format": "date-time"}, examples[name]
+        elif isinstance(field, serializers.IntegerField):
+            schema, example = {"type": "integer", "minimum": field.min_value, "maximum": field.max_value}, examples[name]
+        elif isinstance(field, serializers.ChoiceField):
+            schema, example = {"type": "string", "enum": list(field.choices)}, examples[name]
+        else:
+            schema, example = {"type": "string"}, examples[name]
+        if field.default is not serializers.empty:
+            schema["default"] = field.default
+        params.append(OpenApiParameter(
+            name, {k: v for k, v in schema.items() if v is not None}, description=str(field.help_text),
+            explode=explode, examples=_example(name, example),
+        ))
+    return params
+
+
+# --- GPUs, hosts and metrics ---
+
+GPU_LIST = extend_schema_view(
+    get=extend_schema(
+        summary="List GPUs",
+        description="Every GPU with stored data, by host name and index unless `ordering` says otherwise.",
+        parameters=[*GPU_FILTER_PARAMS, *PAGE_PARAMS],
+        responses={200: OpenApiResponse(GpuSerializer(many=True), description="A page of GPUs."), **ERRORS_400},
+    )
+)
+GPU_DETAIL = extend_schema_view(
+    get=extend_schema(
+        summary="One GPU",
+        parameters=[UUID_PARAM],
+        responses={200: OpenApiResponse(GpuSerializer, description="The GPU."), **ERRORS_404},
+    )
+)
+HOST_LIST = extend_schema_view(
+    get=extend_schema(
+        summary="List hosts",
+        description="Every host with GPUs, with its GPU count and newest sample time.",
+        parameters=PAGE_PARAMS,
+        responses={200: OpenApiResponse(HostSerializer(many=True), description="A page of hosts."), **ERRORS_400},
+    )
+)
+HOST_GPU_LIST = extend_schema_view(
+    get=extend_schema(
+        summary="GPUs of one host",
+        parameters=[HOSTNAME_PARAM, *PAGE_PARAMS],
+        responses={200: OpenApiResponse(GpuSerializer(many=True), description="A page of the host's GPUs, by index."), **ERRORS_400, **ERRORS_404},
+    )
+)
+METRIC_LIST = extend_schema(
+    summary="List metrics",
+    description=(
+        "Each metric's name, sample count and first and last time. Counting scans the sample table, "
+        "so the totals are cached for API_METRICS_CACHE_SECONDS (shared through Redis when REDIS_URL is set)."
+    ),
+    responses={200: OpenApiResponse(MetricListSerializer, description="Every metric's totals."), 401: ERRORS_400[401]},
+)
+
+
+# --- Telemetry of one GPU ---
+
+_TIME_PARAMS = {
+    "start_time": "2025-07-18T20:42:34Z",
+    "end_time": "2025-07-18T20:42:37Z",
+}
+
+GPU_TELEMETRY = extend_schema(
+    summary="A GPU's samples",
+    description=(
+        "The GPU's samples ordered by time (then metric), oldest first unless `order=desc`, in the inclusive "
+        "window [start_time, end_time]. Pages are keyset cursors: `next` and `previous` stay correct while new "
+        "samples arrive, and cost the same deep into a large table. No total count is computed."
+    ),
+    parameters=[UUID_PARAM, *_params_from(TelemetryQuerySerializer, examples={
+        **_TIME_PARAMS, "metric": METRIC_EXAMPLE, "order": "asc", "limit": 1000, "cursor": "bjoxNzUyODcxMzU1MDAwMDAwOjM",
+    })],
+    responses={200: OpenApiResponse(TelemetryPageSerializer, description="A page of samples with cursor links."), **ERRORS_400, **ERRORS_404},
+)
+GPU_TELEMETRY_SUMMARY = extend_schema(
+    summary="A GPU's telemetry in time buckets",
+    description=(
+        "Aggregates per metric and per time bucket, computed in the database (PostgreSQL `date_bin` and "
+        "`GROUP BY`). The window defaults to the 24 hours up to the GPU's newest sample, from its oldest at most; at most "
+        f"{MAX_SUMMARY_BUCKETS} buckets per metric. Buckets without samples are left out."
+    ),
+    parameters=[UUID_PARAM, *_params_from(SummaryQuerySerializer, examples={
+        "start_time": "2025-07-17T20:42:37Z", "end_time": "2025-07-18T20:42:37Z", "bucket": "1m",
+        "agg": "avg,min,max,last", "metric": METRIC_EXAMPLE,
+    })],
+    responses={200: OpenApiResponse(SummarySerializer, description="One series of buckets per metric."), **ERRORS_400, **ERRORS_404},
+)
+GPU_LATEST = extend_schema(
+    summary="A GPU's newest value of each metric",
+    parameters=[UUID_PARAM],
+    responses={200: OpenApiResponse(LatestSerializer, description="The newest sample of each metric."), **ERRORS_404},
+)

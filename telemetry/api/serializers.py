@@ -1,14 +1,21 @@
 """Response shapes and query-parameter validation for the read API.
 
-Query serializers turn bad input into a 400 whose body names the parameter. Times are RFC 3339 /
-ISO 8601; a time without a zone offset is taken as UTC (stated in the schema).
+Query serializers turn bad input into a 400 whose body names the parameter, and hold the rules of
+a telemetry window (its start, end, order and page size) and of a summary's buckets. Times are
+RFC 3339 / ISO 8601; a time without a zone offset is taken as UTC (stated in the schema).
+
+A page of samples and a summary can hold tens of thousands of values, so their serializers also
+write that JSON directly (`write`): the same shape they declare, without a dict per value.
 """
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
 
 from rest_framework import serializers
 
-from telemetry.api.selectors import AGGREGATES, BUCKETS
+from telemetry.api import selectors
+from telemetry.api.selectors import AGGREGATES
 from telemetry.models import Gpu
+from telemetry.times import to_rfc3339
 
 GPU_UUID_EXAMPLE = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
 HOSTNAME_EXAMPLE = "mtv5-dgx1-hgpu-031"
@@ -17,6 +24,14 @@ TIME_EXAMPLE = "2025-07-18T20:42:34Z"
 TIME_HELP = "RFC 3339 / ISO 8601 time; a time without a zone offset is taken as UTC."
 MAX_LIMIT = 10000
 DEFAULT_LIMIT = 1000
+# Bucket widths a summary accepts, in seconds.
+BUCKETS: dict[str, int] = {
+    "1s": 1, "5s": 5, "10s": 10, "30s": 30, "1m": 60, "5m": 300, "10m": 600, "15m": 900,
+    "30m": 1800, "1h": 3600, "3h": 10800, "6h": 21600, "12h": 43200, "1d": 86400,
+}
+# A summary returns at most this many buckets per metric; a longer window needs a wider bucket.
+MAX_SUMMARY_BUCKETS = 20000
+DEFAULT_SUMMARY_WINDOW = timedelta(hours=24)
 
 
 class NoNulCharField(serializers.CharField):
@@ -99,7 +114,26 @@ class MetricListSerializer(serializers.Serializer):
 # --- Telemetry ---
 
 
-class TelemetryQuerySerializer(serializers.Serializer):
+_LIST_PARAMS: dict[type, frozenset[str]] = {}
+
+
+class QuerySerializer(serializers.Serializer):
+    """Validates a request's query parameters; a repeatable parameter (a ListField) keeps every value."""
+
+    @classmethod
+    def read(cls, request, **context) -> dict:
+        """The validated query parameters of `request`, or a 400 naming each bad one."""
+        lists = _LIST_PARAMS.get(cls)
+        if lists is None:
+            lists = _LIST_PARAMS[cls] = frozenset(n for n, f in cls().fields.items() if isinstance(f, serializers.ListField))
+        params = request.query_params
+        data = {name: params.getlist(name) if name in lists else params[name] for name in params}
+        query = cls(data=data, context=context)
+        query.is_valid(raise_exception=True)
+        return query.validated_data
+
+
+class TelemetryQuerySerializer(QuerySerializer):
     start_time = serializers.DateTimeField(required=False, help_text=f"Oldest sample time to return (inclusive). {TIME_HELP}")
     end_time = serializers.DateTimeField(required=False, help_text=f"Newest sample time to return (inclusive). {TIME_HELP}")
     metric = serializers.ListField(
@@ -112,12 +146,25 @@ class TelemetryQuerySerializer(serializers.Serializer):
     )
     cursor = NoNulCharField(required=False, max_length=200, help_text="Opaque page position from a `next` or `previous` link.")
 
+    @classmethod
+    def read(cls, request, *, gpu_uuid: str) -> dict:
+        """The query with `window`, the GPU's samples it asks for; `limit` and `cursor` say which page.
+
+        A UUID no GPU can have is a 404 before the query is read.
+        """
+        selectors.gpu_uuid_check(gpu_uuid)
+        return super().read(request, gpu_uuid=gpu_uuid)
+
     def validate(self, attrs):
         _check_window(attrs)
+        attrs["window"] = selectors.SampleWindow(
+            gpu_uuid=self.context["gpu_uuid"], start=attrs.get("start_time"), end=attrs.get("end_time"),
+            metric_ids=_metric_ids(attrs.get("metric")), order=attrs["order"],
+        )
         return attrs
 
 
-class SummaryQuerySerializer(serializers.Serializer):
+class SummaryQuerySerializer(QuerySerializer):
     start_time = serializers.DateTimeField(
         required=False, help_text=f"Start of the window (inclusive); default 24 hours before end_time. {TIME_HELP}"
     )
@@ -134,6 +181,12 @@ class SummaryQuerySerializer(serializers.Serializer):
         help_text="Only these metrics (repeat the parameter for several). Unknown names are a 400.",
     )
 
+    @classmethod
+    def read(cls, request, *, gpu: selectors.GpuSpan) -> dict:
+        """The query with the window filled in from the GPU's sample times: `start_time`, `end_time`,
+        `bucket_seconds`, `agg` as a list and `metric_ids`."""
+        return super().read(request, gpu=gpu)
+
     def validate_agg(self, value: str) -> list[str]:
         names = [name.strip() for name in value.split(",") if name.strip()]
         unknown = [name for name in names if name not in AGGREGATES]
@@ -145,6 +198,24 @@ class SummaryQuerySerializer(serializers.Serializer):
 
     def validate(self, attrs):
         _check_window(attrs)
+        attrs["metric_ids"] = _metric_ids(attrs.get("metric"))
+        gpu: selectors.GpuSpan = self.context["gpu"]
+        end = attrs.get("end_time") or gpu.last_seen
+        start = attrs.get("start_time")
+        if start is None:
+            try:
+                start = end - DEFAULT_SUMMARY_WINDOW
+            except OverflowError:
+                start = end
+            start = max(start, min(gpu.first_seen, end))
+        if end < start:
+            raise serializers.ValidationError({"start_time": ["start_time is after the window's end (the GPU's newest sample)."]})
+        bucket_seconds = BUCKETS[attrs["bucket"]]
+        if (end - start).total_seconds() / bucket_seconds > MAX_SUMMARY_BUCKETS:
+            raise serializers.ValidationError({"bucket": [
+                f"A {attrs['bucket']} bucket gives more than {MAX_SUMMARY_BUCKETS} buckets in this window; use a wider bucket or a shorter window."
+            ]})
+        attrs.update(start_time=start, end_time=end, bucket_seconds=bucket_seconds)
         return attrs
 
 
@@ -153,6 +224,16 @@ def _check_window(attrs: dict) -> None:
     end: datetime | None = attrs.get("end_time")
     if start is not None and end is not None and end < start:
         raise serializers.ValidationError({"end_time": ["end_time is before start_time."]})
+
+
+def _metric_ids(names: list[str] | None) -> list[int] | None:
+    if not names:
+        return None
+    found, unknown = selectors.metric_ids_by_name(names=names)
+    if unknown:
+        known = ", ".join(selectors.metric_names_known()) or "none stored yet"
+        raise serializers.ValidationError({"metric": [f"Unknown metric(s) {', '.join(map(repr, unknown))}; known: {known}."]})
+    return list(found.values())
 
 
 class SampleSerializer(serializers.Serializer):
@@ -176,6 +257,23 @@ class TelemetryPageSerializer(serializers.Serializer):
             "next": "http://127.0.0.1:8000/api/v1/gpus/GPU-5fd4f087-86f3-7a43-b711-4771313afc50/telemetry?cursor=bjoxNzUyODcxMzU1MDAwMDAwOjM",
             "previous": None,
         }
+
+    @staticmethod
+    def write(*, gpu: str, next_link: str | None, previous_link: str | None, rows: list[selectors.Sample]) -> str:
+        """The page as JSON text, each sample written by one format string.
+
+        Times are RFC 3339 text already, each metric's name is encoded once, and repr() of a
+        finite float is valid JSON (the collector stores no NaN or infinity).
+        """
+        names: dict[int, str] = {}
+        parts = []
+        for ts, metric_id, value in rows:
+            name = names.get(metric_id)
+            if name is None:
+                name = names[metric_id] = json.dumps(selectors.metric_name(metric_id))
+            parts.append(f'{{"timestamp":"{ts}","metric":{name},"value":{value!r}}}')
+        head = json.dumps({"gpu": gpu, "next": next_link, "previous": previous_link}, separators=(",", ":"))
+        return f'{head[:-1]},"results":[{",".join(parts)}]}}'
 
 
 class LatestSerializer(serializers.Serializer):
@@ -224,3 +322,14 @@ class SummarySerializer(serializers.Serializer):
             "gpu": GPU_UUID_EXAMPLE, "bucket": "1m", "aggregates": ["avg", "min", "max", "last"],
             "start_time": "2025-07-17T20:42:37Z", "end_time": "2025-07-18T20:42:37Z",
         }
+
+    @staticmethod
+    def write(*, gpu: str, query: dict, rows: list[tuple[int, str]]) -> str:
+        """The summary as JSON text: series by metric name, each splicing in the points JSON the database wrote."""
+        head = json.dumps({
+            "gpu": gpu, "bucket": query["bucket"], "aggregates": query["agg"],
+            "start_time": to_rfc3339(query["start_time"]), "end_time": to_rfc3339(query["end_time"]),
+        }, separators=(",", ":"))
+        series = sorted((selectors.metric_name(metric_id), points) for metric_id, points in rows)
+        body = ",".join(f'{{"metric":{json.dumps(name)},"points":{points}}}' for name, points in series)
+        return f'{head[:-1]},"series":[{body}]}}'

@@ -292,6 +292,12 @@ def test_summary_aggregates_match_the_raw_samples(sample_data, api):
     assert body["end_time"] == "2025-07-18T20:43:44Z"
 
 
+def test_summary_points_list_the_aggregates_in_the_order_asked(sample_data, api):
+    body = api.get(f"/api/v1/gpus/{GPU_UUID}/telemetry/summary", {"bucket": "1h", "agg": "last,count,avg,last"}).json()
+    assert body["aggregates"] == ["last", "count", "avg"]
+    assert {tuple(point) for series in body["series"] for point in series["points"]} == {("time", "last", "count", "avg")}
+
+
 def test_summary_defaults_cover_every_metric(sample_data, api):
     body = api.get(f"/api/v1/gpus/{GPU_UUID}/telemetry/summary", {"bucket": "1s"}).json()
     assert body["aggregates"] == ["avg", "min", "max", "last"]
