@@ -102,7 +102,7 @@ class SampleCursorPagination(BasePagination):
         rows = rows[:limit]
         if backwards:
             rows.reverse()
-        # Came from a position: there are samples on its other side.
+        # A page reached from a cursor has more samples on the cursor's side.
         has_next = (more and not backwards) or (backwards and position is not None)
         has_previous = (more and backwards) or (not backwards and position is not None)
         url = request.build_absolute_uri()

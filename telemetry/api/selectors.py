@@ -197,8 +197,7 @@ def gpu_telemetry_window(
         raise TypeError("give at most one of after and before")
     if gpu_uuid is not None:
         gpu_uuid_check(gpu_uuid)
-    # The walk goes in `order`, or against it to collect the samples before a position; either
-    # way the position is the key the walk starts after.
+    # Samples before a position are collected walking against `order`; either way the walk starts after it.
     ascending = (order == "asc") == (before is None)
     position = after or before
     rows = _fetchall("samples_ascending" if ascending else "samples_descending", {

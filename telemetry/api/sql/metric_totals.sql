@@ -1,8 +1,7 @@
 -- Each metric's sample count (its non-null values over all readings) and oldest and newest time.
--- Readings are grouped by shape first (their length and which elements are null: nearly all share
--- one or a few), so the per-metric step runs over a handful of groups, not every sample.
 SELECT m.metric_id, sum(shapes.readings), min(shapes.first), max(shapes.last)
 FROM (
+    -- Grouped by shape first (length, which elements are null): nearly all readings share a few.
     SELECT cardinality("values") AS length, array_positions("values", NULL) AS nulls,
            count(*) AS readings, min("timestamp") AS first, max("timestamp") AS last
     FROM telemetry_reading

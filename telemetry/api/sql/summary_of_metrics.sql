@@ -1,20 +1,14 @@
--- One GPU's samples of some metrics in [start, end], aggregated per metric and time bucket (buckets
--- aligned to the epoch): a row per metric, its points a JSON array oldest first. summary.sql is the
--- same for every metric, and says why each part is as it is.
---
--- gpu_id; start, end: the inclusive window; bucket_seconds: the bucket width; aggregates: the
--- names out of avg, min, max, first, last, count and sum, in the order each point lists them;
--- metric_ids: the metrics wanted.
+-- summary.sql for some metrics only (metric_ids): the same parameters and result, read from the
+-- readings' elements of those metrics.
+-- In the template, %% is psycopg's escape for a literal percent sign.
 WITH point AS (
-    -- A point as a format() template with its fields in the order asked: each placeholder names an
-    -- argument of the format() call below by its place in this ARRAY (the time, then the
-    -- aggregates). Every field but the time is a number: an aggregate of finite values, never null
-    -- in a bucket that has samples.
+    -- Fields in the order asked: each placeholder numbers a format() argument below, as placed in this ARRAY.
     SELECT '{"time":"%%1$s"'
            || string_agg(',"' || a.name || '":%%' || array_position(ARRAY['time', 'avg', 'min', 'max', 'first', 'last', 'count', 'sum'], a.name) || '$s', '' ORDER BY a.position)
            || '}' AS template
     FROM unnest(%(aggregates)s::text[]) WITH ORDINALITY AS a(name, position)
 )
+-- Bare numbers: an aggregate of finite values is never null in a bucket that has samples.
 SELECT b.metric_id,
        '[' || string_agg(
            format((SELECT template FROM point), to_char(b.bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
@@ -22,22 +16,20 @@ SELECT b.metric_id,
            ',' ORDER BY b.bucket
        ) || ']'
 FROM (
-    -- Grouped on the bucket's time, which is formatted once per bucket afterwards, not per sample.
-    -- An aggregate not asked for is a constant null once the planner folds its condition, so it is
-    -- never computed. first and last are the values at the oldest and newest time: min and max of
-    -- [epoch, value] pairs need no sort within the bucket.
+    -- Grouped on the bucket's time, formatted above once per bucket rather than once per sample.
     SELECT u.metric_id,
            date_bin(make_interval(secs => %(bucket_seconds)s), r."timestamp", timestamptz 'epoch') AS bucket,
+           -- An aggregate not asked for folds to a constant null when planned, so it is never computed.
            CASE WHEN 'avg' = ANY (%(aggregates)s::text[]) THEN avg(u.value) END AS avg,
            CASE WHEN 'min' = ANY (%(aggregates)s::text[]) THEN min(u.value) END AS min,
            CASE WHEN 'max' = ANY (%(aggregates)s::text[]) THEN max(u.value) END AS max,
+           -- The values at the oldest and newest time: min and max of [epoch, value] need no sort.
            CASE WHEN 'first' = ANY (%(aggregates)s::text[]) THEN (min(ARRAY[date_part('epoch', r."timestamp"), u.value]))[2] END AS first,
            CASE WHEN 'last' = ANY (%(aggregates)s::text[]) THEN (max(ARRAY[date_part('epoch', r."timestamp"), u.value]))[2] END AS last,
            CASE WHEN 'count' = ANY (%(aggregates)s::text[]) THEN count(*) END AS count,
            CASE WHEN 'sum' = ANY (%(aggregates)s::text[]) THEN sum(u.value) END AS sum
     FROM telemetry_reading AS r
-    -- The reading's samples of the metrics wanted, picked by position (values[i] is metric id i):
-    -- cheaper than unnesting the whole array and filtering.
+    -- values[i] is metric id i; picking the metrics wanted is cheaper than unnesting all and filtering.
     CROSS JOIN LATERAL (
         SELECT m.id AS metric_id, r."values"[m.id] AS value FROM unnest(%(metric_ids)s::integer[]) AS m(id)
     ) AS u
