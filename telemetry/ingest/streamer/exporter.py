@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from telemetry.ingest.streamer.sources import RejectHandler, SourceFormatError
+from telemetry.ingest.streamer.sources import RejectHandler, RowError, SourceFormatError, mig_instance
 from telemetry.ingest.wire import GpuInfo, Labels, Sample, gpu_problem
-from telemetry.models import METRIC_NAME_MAX, MIG_PROFILE_MAX
+from telemetry.models import METRIC_NAME_MAX
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,6 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)', re.S)
 _ESCAPE = re.compile(r"\\(.)", re.S)
 _UNESCAPED = {"\\": "\\", '"': '"', "n": "\n"}
-
-
-class RowError(ValueError):
-    """One line that cannot be used; the message says why."""
 
 
 class ScrapeError(Exception):
@@ -131,20 +127,7 @@ def device_and_labels(pairs: Iterable[tuple[str, str]], default_host: str = "") 
         raise RowError(f"gpu label {index} out of range")
     hosts = [found.pop(name, "") for name in _HOST_LABELS]
     hostname = next((host for host in hosts if host), default_host)
-    instance_text = found.pop("GPU_I_ID", "").strip()
-    profile = found.pop("GPU_I_PROFILE", "")
-    instance = None
-    if instance_text:
-        try:
-            instance = int(instance_text)
-        except ValueError:
-            raise RowError(f"bad GPU_I_ID {instance_text!r}") from None
-        if not 0 <= instance <= 32767:
-            raise RowError(f"GPU_I_ID {instance} out of range")
-        if len(profile) > MIG_PROFILE_MAX:
-            raise RowError(f"GPU_I_PROFILE longer than {MIG_PROFILE_MAX} characters")
-    else:
-        profile = ""  # a profile without an instance names no device
+    instance, profile = mig_instance(found.pop("GPU_I_ID", ""), found.pop("GPU_I_PROFILE", ""))
     gpu = GpuInfo(uuid, hostname, index, found.pop("device", ""), found.pop("modelName", ""), instance, profile)
     problem = gpu_problem(gpu)
     if problem is not None:
