@@ -68,9 +68,10 @@ def test_a_new_gpu_is_stored_with_every_attribute_as_sampled():
     samples_persist(batch=builder.build(), max_per_gpu=0)
     rows = Gpu.objects.order_by("uuid").values_list(
         "uuid", "hostname", "index", "device", "model_name", "first_seen", "last_seen", "sample_count")
+    stored = [(g.uuid, g.hostname, g.index, g.device, g.model_name) for g in gpus]
     assert list(rows) == [
-        (*gpus[0], to_datetime(1_000_000), to_datetime(2_000_000), 2),
-        (*gpus[1], to_datetime(5_000_000), to_datetime(5_000_000), 1),
+        (*stored[0], to_datetime(1_000_000), to_datetime(2_000_000), 2),
+        (*stored[1], to_datetime(5_000_000), to_datetime(5_000_000), 1),
     ]
 
 
