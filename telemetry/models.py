@@ -11,10 +11,26 @@ METRIC_NAME_MAX = 128
 MIG_PROFILE_MAX = 32
 
 
-class Gpu(models.Model):
-    """One physical GPU, identified by its NVIDIA UUID; host and index are where it was last seen."""
+# A MIG instance's device id: its parent GPU's UUID, this, and its GPU instance id (GPU-…:mig1).
+MIG_ID_SEPARATOR = ":mig"
 
-    uuid = models.CharField(max_length=UUID_MAX, unique=True, help_text="NVIDIA GPU UUID, e.g. GPU-5fd4f087-…")
+
+class Gpu(models.Model):
+    """A device: a whole GPU, or one MIG GPU instance of it; host and index are where it was last seen.
+
+    A whole GPU is identified by its NVIDIA UUID. A MIG instance is reported under its parent GPU's
+    UUID and told apart by its GPU instance id (DCGM's GPU_I_ID), so a device is (uuid, mig_instance).
+    """
+
+    uuid = models.CharField(
+        max_length=UUID_MAX, help_text="NVIDIA GPU UUID, e.g. GPU-5fd4f087-…; a MIG instance's is its parent GPU's."
+    )
+    mig_instance = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="MIG GPU instance id (DCGM's GPU_I_ID); empty for a whole GPU."
+    )
+    mig_profile = models.CharField(
+        max_length=MIG_PROFILE_MAX, blank=True, help_text="MIG profile of the instance (GPU_I_PROFILE), e.g. 3g.40gb."
+    )
     hostname = models.CharField(max_length=HOSTNAME_MAX, db_index=True, help_text="Host the GPU reported from.")
     index = models.PositiveSmallIntegerField(help_text="GPU index on its host (DCGM's gpu_id, 0-7).")
     device = models.CharField(max_length=DEVICE_MAX, blank=True, help_text="Device name, e.g. nvidia0.")
@@ -33,11 +49,34 @@ class Gpu(models.Model):
     )
 
     class Meta:
-        ordering = ["hostname", "index"]
+        ordering = ["hostname", "index", "mig_instance"]
         verbose_name = "GPU"
+        constraints = [
+            # A whole GPU (no instance) is one device too: NULLs are not distinct here, so the
+            # collector's ON CONFLICT (uuid, mig_instance) finds it. Also serves lookups by UUID.
+            models.UniqueConstraint(fields=["uuid", "mig_instance"], name="gpu_device_uniq", nulls_distinct=False),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.hostname}/{self.index} ({self.uuid})"
+        return f"{self.hostname}/{self.index} ({self.device_id})"
+
+    @property
+    def device_id(self) -> str:
+        """The device's stable id in the API: a whole GPU's UUID, or `<parent UUID>:mig<instance>`."""
+        return self.uuid if self.mig_instance is None else f"{self.uuid}{MIG_ID_SEPARATOR}{self.mig_instance}"
+
+    @property
+    def parent_uuid(self) -> str | None:
+        """The parent GPU's UUID of a MIG instance; None for a whole GPU."""
+        return None if self.mig_instance is None else self.uuid
+
+
+def device_key(device_id: str) -> tuple[str, int | None]:
+    """(uuid, mig_instance) of a device id (see `Gpu.device_id`)."""
+    uuid, separator, instance = device_id.rpartition(MIG_ID_SEPARATOR)
+    if separator and instance.isdigit() and uuid:
+        return uuid, int(instance)
+    return device_id, None
 
 
 class Metric(models.Model):
