@@ -1,4 +1,7 @@
-"""The collector's service: store a batch idempotently, trim each GPU to its newest N samples.
+"""The collector's service: store a batch idempotently, trim each device to its newest N samples.
+
+A device is a whole GPU or one MIG GPU instance of it, stored as a Gpu row of its own keyed by
+(uuid, mig_instance): readings, sample counts and trimming are per device.
 
 Samples are stored as readings, one row per (GPU, time) with the values in an array by metric
 id. A reading that arrives in parts (a time step's metrics split between batches) is merged
@@ -64,7 +67,7 @@ def label_digest(labels: Labels) -> str:
 
 
 def samples_persist(*, batch: Batch, max_per_gpu: int) -> PersistResult:
-    """Store a batch: upsert its GPUs, insert its samples (duplicates ignored), trim touched GPUs."""
+    """Store a batch: upsert its devices, insert its samples (duplicates ignored), trim touched devices."""
     if not len(batch):
         counters_add({IngestCounter.ROWS_REJECTED: batch.rejected})
         return PersistResult(0, 0, 0, 0)
@@ -86,7 +89,10 @@ def counters_add(deltas: dict[str, int]) -> None:
 # --- Reference tables (GPUs, metrics, label sets) ---
 
 
-_GPU_ATTRIBUTES = ("hostname", "index", "device", "model_name")
+# A device's key (uuid, mig_instance) never changes; these can (it moved host, was re-profiled).
+_GPU_ATTRIBUTES = ("hostname", "index", "device", "model_name", "mig_profile")
+
+DeviceKey = tuple[str, int | None]
 
 
 def int_array(values: Iterable[int]) -> str:
@@ -97,46 +103,60 @@ def int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, map(int, values))) + "}"
 
 
+def nullable_int_array(values: Iterable[int | None]) -> str:
+    """`int_array` with None as NULL (a whole GPU's MIG instance)."""
+    return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
+
+
 def text_array(values: Iterable[str]) -> str:
     """A PostgreSQL array literal of strings (each quoted, `\\` and `"` escaped), as `int_array`."""
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
-def _gpus_known(uuids: list[str]) -> dict[str, tuple]:
-    """uuid → (id, hostname, index, device, model_name) of the GPUs already stored."""
+def device_order(key: DeviceKey) -> tuple[str, int]:
+    """A sort key of device keys: by UUID, a whole GPU (no instance) before its MIG instances."""
+    uuid, instance = key
+    return uuid, -1 if instance is None else instance
+
+
+def _gpus_known(keys: list[DeviceKey]) -> dict[DeviceKey, tuple]:
+    """(uuid, mig_instance) → (id, hostname, index, device, model_name, mig_profile) of the devices stored."""
     with connection.cursor() as cursor:
-        cursor.execute(_GPUS_KNOWN, {"uuids": text_array(uuids)})
-        return {row[0]: row[1:] for row in cursor.fetchall()}
+        cursor.execute(_GPUS_KNOWN, {
+            "uuids": text_array(uuid for uuid, _ in keys), "instances": nullable_int_array(i for _, i in keys),
+        })
+        return {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
 
 
 def _gpus_upsert(gpus: list[GpuInfo], placeholder_time: datetime) -> list[int]:
-    """Database ids of the batch's GPUs, in batch order; new GPUs are created, moved ones updated.
+    """Database ids of the batch's devices, in batch order; new ones are created, moved or changed ones updated.
 
-    A new GPU starts with no samples and `placeholder_time` as first and last seen; storing its
-    samples replaces both (see `sample_count = 0` in the bookkeeping).
+    A device is a whole GPU or one MIG instance of it, keyed by (uuid, mig_instance): the instances of
+    one GPU share its UUID. A new device starts with no samples and `placeholder_time` as first and
+    last seen; storing its samples replaces both (see `sample_count = 0` in the bookkeeping).
     """
-    by_uuid = {gpu.uuid: gpu for gpu in gpus}
-    known = _gpus_known(list(by_uuid))
+    by_key = {gpu.key: gpu for gpu in gpus}
+    known = _gpus_known(list(by_key))
     new_gpus, moved = [], []
-    for uuid, info in sorted(by_uuid.items()):
-        row = known.get(uuid)
-        attributes = (info.hostname, info.index, info.device, info.model_name)
+    for key in sorted(by_key, key=device_order):
+        info, row = by_key[key], known.get(key)
+        attributes = (info.hostname, info.index, info.device, info.model_name, info.mig_profile)
         if row is None:
             new_gpus.append(info)
         elif row[1:] != attributes:
-            moved.append(Gpu(id=row[0], uuid=uuid, **dict(zip(_GPU_ATTRIBUTES, attributes))))
+            moved.append(Gpu(id=row[0], **dict(zip(_GPU_ATTRIBUTES, attributes))))
     if moved:
         Gpu.objects.bulk_update(moved, list(_GPU_ATTRIBUTES))
-        logger.info("GPU attributes changed for %d GPU(s)", len(moved))
-    ids = {uuid: row[0] for uuid, row in known.items()}
+        logger.info("device attributes changed for %d device(s)", len(moved))
+    ids = {key: row[0] for key, row in known.items()}
     if new_gpus:
         _gpus_create(new_gpus, placeholder_time)
-        ids.update((uuid, row[0]) for uuid, row in _gpus_known([gpu.uuid for gpu in new_gpus]).items())
-    return [ids[gpu.uuid] for gpu in gpus]
+        ids.update((key, row[0]) for key, row in _gpus_known([gpu.key for gpu in new_gpus]).items())
+    return [ids[gpu.key] for gpu in gpus]
 
 
 def _gpus_create(gpus: list[GpuInfo], placeholder_time: datetime) -> None:
-    """Store new GPUs (one another worker created meanwhile is left as it is).
+    """Store new devices (one another worker created meanwhile is left as it is).
 
     One INSERT from array literals: the ORM's bulk_create spends its time building model instances,
     a large part of a backfill's first batches.
@@ -144,6 +164,8 @@ def _gpus_create(gpus: list[GpuInfo], placeholder_time: datetime) -> None:
     with connection.cursor() as cursor:
         cursor.execute(_GPUS_CREATE, {
             "time": placeholder_time, "uuid": text_array(g.uuid for g in gpus),
+            "instance": nullable_int_array(g.mig_instance for g in gpus),
+            "profile": text_array(g.mig_profile for g in gpus),
             "hostname": text_array(g.hostname for g in gpus), "index": int_array(g.index for g in gpus),
             "device": text_array(g.device for g in gpus), "model": text_array(g.model_name for g in gpus),
         })
@@ -312,7 +334,8 @@ def gpus_recount() -> None:
 
 
 def samples_trim(*, max_per_gpu: int) -> int:
-    """Keep each GPU's newest `max_per_gpu` samples; returns how many were deleted."""
+    """Keep each device's newest `max_per_gpu` samples (a whole GPU and each MIG instance of it
+    apart); returns how many were deleted."""
     with transaction.atomic():
         gpus_recount()
         counts = dict(Gpu.objects.filter(sample_count__gt=max_per_gpu).values_list("id", "sample_count"))
