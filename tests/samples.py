@@ -3,16 +3,21 @@ from datetime import datetime
 
 from django.db.models import Func, IntegerField, Sum
 
-from telemetry.models import Metric, Reading
+from telemetry.models import MIG_ID_SEPARATOR, Metric, Reading
+
+
+def device_id(uuid: str, mig_instance: int | None = None) -> str:
+    """A device's id as `Gpu.device_id` writes it: a whole GPU's UUID, or `<uuid>:mig<instance>`."""
+    return uuid if mig_instance is None else f"{uuid}{MIG_ID_SEPARATOR}{mig_instance}"
 
 
 def stored_samples(**filters) -> list[tuple[str, str, datetime, float]]:
-    """(GPU uuid, metric name, time, value) of every stored sample, sorted."""
+    """(device id, metric name, time, value) of every stored sample, sorted; a whole GPU's id is its UUID."""
     names = dict(Metric.objects.values_list("id", "name"))
-    rows = Reading.objects.filter(**filters).values_list("gpu__uuid", "timestamp", "values")
+    rows = Reading.objects.filter(**filters).values_list("gpu__uuid", "gpu__mig_instance", "timestamp", "values")
     return sorted(
-        (uuid, names[i + 1], ts, value)
-        for uuid, ts, values in rows.iterator(chunk_size=5000)
+        (device_id(uuid, instance), names[i + 1], ts, value)
+        for uuid, instance, ts, values in rows.iterator(chunk_size=5000)
         for i, value in enumerate(values)
         if value is not None
     )

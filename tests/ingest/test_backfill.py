@@ -20,7 +20,7 @@ from telemetry.ingest.streamer.sources import read_csv
 from telemetry.management.commands import backfill
 from telemetry.models import Gpu, IngestCounter
 from tests.conftest import REPO, SAMPLE_COUNT, SAMPLE_CSV, SAMPLE_GPUS, SAMPLE_VALUE_SUM, subprocess_env, wait_until
-from tests.samples import stored_count, stored_sum
+from tests.samples import device_id, stored_count, stored_samples, stored_sum
 
 SUMMARY = re.compile(r"backfill (done|interrupted): (\d+) rows read, (\d+) stored, (\d+) duplicates, (\d+) rejected")
 
@@ -173,6 +173,35 @@ def test_backfill_in_workers_stores_the_sample_exactly(workers):
     assert stored_sum() == pytest.approx(SAMPLE_VALUE_SUM, abs=1e-6)
     assert Gpu.objects.count() == SAMPLE_GPUS
     assert IngestCounter.objects.get(name="samples_stored").value == SAMPLE_COUNT
+
+
+MIG_CSV = REPO / "tests" / "data" / "dcgm_mig.csv"
+MIG_UUID = "GPU-0a1b2c3d-1111-2222-3333-444455556666"  # split into GPU instances 1 and 2
+WHOLE_UUID = "GPU-9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff"
+
+
+@committed
+@pytest.mark.parametrize("workers", [1, 2])
+def test_mig_instances_of_one_gpu_are_stored_as_devices_of_their_own(workers):
+    # Once two instances' samples of one time landed on their parent GPU's row: 18 stored, 9 duplicates.
+    out, _ = run("backfill", str(MIG_CSV), "--workers", str(workers))
+    assert "backfill done: 27 rows read, 27 stored, 0 duplicates, 0 rejected" in out
+    devices = Gpu.objects.order_by("uuid", "mig_instance").values_list(
+        "uuid", "mig_instance", "mig_profile", "hostname", "index", "device", "sample_count")
+    assert list(devices) == [
+        (MIG_UUID, 1, "3g.40gb", "dgx-mig-01", 0, "nvidia0", 9),
+        (MIG_UUID, 2, "3g.40gb", "dgx-mig-01", 0, "nvidia0", 9),
+        (WHOLE_UUID, None, "", "dgx-mig-01", 1, "nvidia1", 9),
+    ]
+    used = {(device, value) for device, metric, _, value in stored_samples() if metric == "DCGM_FI_DEV_FB_USED"}
+    assert used == {(device_id(MIG_UUID, 1), 1024), (device_id(MIG_UUID, 2), 1025), (device_id(WHOLE_UUID), 1026),
+                    (device_id(MIG_UUID, 1), 2048), (device_id(MIG_UUID, 2), 2049), (device_id(WHOLE_UUID), 2050),
+                    (device_id(MIG_UUID, 1), 4096), (device_id(MIG_UUID, 2), 4097), (device_id(WHOLE_UUID), 4098)}
+
+    out, _ = run("backfill", str(MIG_CSV), "--workers", str(workers))
+    assert "backfill done: 27 rows read, 0 stored, 27 duplicates, 0 rejected" in out
+    assert Gpu.objects.count() == 3
+    assert stored_count() == 27
 
 
 @committed

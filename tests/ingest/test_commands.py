@@ -8,6 +8,7 @@ from telemetry.times import to_datetime
 from telemetry.management.commands.trim import parse_age
 from telemetry.models import Gpu, IngestCounter
 from tests.conftest import SAMPLE_COUNT, SAMPLE_CSV, SAMPLE_GPUS, SAMPLE_VALUE_SUM
+from tests.ingest.collector.devices import DEVICES, devices_batch
 from tests.ingest.factories import fleet_batch
 from tests.samples import stored_count, stored_sum
 
@@ -68,6 +69,17 @@ def test_trim_keeps_the_newest_per_gpu_and_drops_old_samples():
     out, _ = run("trim", "--older-than", "1d", "--max-per-gpu", "0")
     assert "deleted 16 samples" in out  # every sample is from 1970
     assert list(Gpu.objects.values_list("sample_count", flat=True)) == [0, 0]
+
+
+def test_trim_counts_a_whole_gpu_and_each_mig_instance_of_it_apart():
+    from telemetry.ingest.collector.services import samples_persist
+
+    samples_persist(batch=devices_batch(ticks=5), max_per_gpu=0)  # 10 samples per device
+    out, _ = run("trim", "--max-per-gpu", "6")
+    assert f"trimmed {4 * len(DEVICES)} samples beyond 6 per GPU" in out
+    assert sorted(Gpu.objects.values_list("mig_instance", "sample_count"), key=str) == [
+        (1, 6), (2, 6), (None, 6), (None, 6)]
+    assert stored_count() == 6 * len(DEVICES)
 
 
 @pytest.mark.parametrize("text, seconds", [("7d", 604800), ("12h", 43200), ("30m", 1800), ("90s", 90), ("2w", 1209600)])

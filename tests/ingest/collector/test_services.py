@@ -8,12 +8,17 @@ from django.db import connection, transaction
 from telemetry.ingest.wire import Batch, GpuInfo, Sample
 
 from telemetry.ingest.streamer.batching import BatchBuilder
-from telemetry.ingest.collector.services import int_array, readings_by_key, samples_persist, samples_trim, text_array
+from telemetry.ingest.collector.services import (
+    device_order, int_array, nullable_int_array, readings_by_key, samples_persist, samples_trim, text_array,
+)
 from telemetry.times import to_datetime
 from telemetry.models import Gpu, IngestCounter, LabelSet, Reading
 from tests.conftest import SAMPLE_COUNT, SAMPLE_GPUS, SAMPLE_HOSTS, SAMPLE_VALUE_SUM
+from tests.ingest.collector.devices import (
+    DEVICES, FIRST_TICK_US, MIG_1, MIG_2, MIG_PARENT, MIG_UUID, WHOLE, WHOLE_UUID, device_value, devices_batch,
+)
 from tests.ingest.factories import METRICS, file_batch, fleet_batch, gpu
-from tests.samples import stored_count, stored_samples, stored_sum
+from tests.samples import device_id, stored_count, stored_samples, stored_sum
 
 pytestmark = pytest.mark.django_db
 
@@ -262,3 +267,129 @@ def test_readings_by_key_puts_each_value_in_its_metric_slot_and_keeps_the_first(
         (102, 20): (None, [31.0, None, 3.5]),  # metric "a" twice: the first value stays
         (102, 30): (None, [None, None, 7.0]),
     }
+
+
+# --- MIG: a whole GPU and each MIG instance of it are devices of their own ---
+
+
+def _devices() -> list[tuple]:
+    """(uuid, mig_instance, mig_profile, sample_count) of every stored device, in device order."""
+    return sorted(Gpu.objects.values_list("uuid", "mig_instance", "mig_profile", "sample_count"),
+                  key=lambda row: device_order(row[:2]))
+
+
+def _device_of(info: GpuInfo) -> Gpu:
+    return Gpu.objects.get(uuid=info.uuid, mig_instance=info.mig_instance)
+
+
+def test_mig_instances_and_their_parent_gpu_are_stored_as_devices_of_their_own():
+    batch = devices_batch(ticks=3)
+    result = samples_persist(batch=batch, max_per_gpu=0)
+    assert (result.stored, result.duplicates) == (24, 0)
+    assert _devices() == [(MIG_UUID, None, "", 6), (MIG_UUID, 1, "3g.40gb", 6), (MIG_UUID, 2, "3g.40gb", 6),
+                          (WHOLE_UUID, None, "", 6)]
+    assert Reading.objects.count() == 12  # 4 devices × 3 ticks
+    assert stored_samples() == sorted(
+        (device_id(*s.gpu.key), s.metric, to_datetime(s.timestamp_us), s.value) for s in batch.samples())
+    again = samples_persist(batch=batch, max_per_gpu=0)
+    assert (again.stored, again.duplicates) == (0, 24)
+    assert Gpu.objects.count() == 4
+
+
+def test_a_mig_instance_new_in_a_later_batch_is_added_beside_the_known_ones():
+    samples_persist(batch=devices_batch(ticks=1, devices=(MIG_1, WHOLE)), max_per_gpu=0)
+    known = {(g.uuid, g.mig_instance): g.pk for g in Gpu.objects.all()}
+    samples_persist(batch=devices_batch(ticks=1, devices=(MIG_1, MIG_2, WHOLE), first_tick=1), max_per_gpu=0)
+    assert {(g.uuid, g.mig_instance): g.pk for g in Gpu.objects.exclude(pk__in=known.values())} == {
+        (MIG_UUID, 2): _device_of(MIG_2).pk}
+    assert [row[3] for row in _devices()] == [4, 2, 4]  # mig1 and the whole GPU have two ticks each
+
+
+def test_each_mig_instance_and_whole_gpu_keeps_exactly_its_own_newest_n_samples():
+    limit = 5
+    for tick in range(6):  # one batch per tick; the parent GPU stops at tick 2 (its MIG mode enabled)
+        devices = DEVICES if tick < 3 else (MIG_1, MIG_2, WHOLE)
+        samples_persist(batch=devices_batch(ticks=1, devices=devices, first_tick=tick), max_per_gpu=limit)
+    for info in DEVICES:
+        row = _device_of(info)
+        kept = sorted(((ts, m) for _, m, ts, _ in stored_samples(gpu=row)), reverse=True)
+        assert len(kept) == limit == row.sample_count, info
+        last = 2 if info is MIG_PARENT else 5
+        newest = sorted(((to_datetime(FIRST_TICK_US + t * 1_000_000), m) for t in range(last - 2, last + 1)
+                         for m in METRICS), reverse=True)[:limit]
+        assert kept == newest, info
+        assert {value for _, _, _, value in stored_samples(gpu=row)} == {
+            device_value(info, t) for t in range(last - 2, last + 1)}
+
+
+def test_trim_keeps_each_devices_newest_n_and_recounts_each():
+    samples_persist(batch=devices_batch(ticks=5), max_per_gpu=0)
+    # One reading of instance 2 deleted outside the collector: its count is stale until the recount.
+    Reading.objects.filter(gpu=_device_of(MIG_2), timestamp=to_datetime(FIRST_TICK_US)).delete()
+    deleted = samples_trim(max_per_gpu=4)
+    assert deleted == 3 * (10 - 4) + (8 - 4)
+    assert [row[3] for row in _devices()] == [4, 4, 4, 4]
+    for info in DEVICES:
+        assert {ts for _, _, ts, _ in stored_samples(gpu=_device_of(info))} == {
+            to_datetime(FIRST_TICK_US + t * 1_000_000) for t in (3, 4)}
+
+
+def test_a_mig_instance_given_a_new_profile_is_updated_alone():
+    samples_persist(batch=devices_batch(ticks=1), max_per_gpu=0)
+    reprofiled = MIG_2._replace(mig_profile="2g.20gb", hostname="dgx-mig-02")
+    builder = BatchBuilder()
+    for sample in devices_batch(ticks=1, first_tick=1).samples():
+        builder.add(sample._replace(gpu=reprofiled) if sample.gpu == MIG_2 else sample)
+    samples_persist(batch=builder.build(), max_per_gpu=0)
+    rows = {(g.uuid, g.mig_instance): (g.mig_profile, g.hostname, g.sample_count) for g in Gpu.objects.all()}
+    assert rows == {
+        (MIG_UUID, None): ("", "dgx-mig-01", 4), (MIG_UUID, 1): ("3g.40gb", "dgx-mig-01", 4),
+        (MIG_UUID, 2): ("2g.20gb", "dgx-mig-02", 4), (WHOLE_UUID, None): ("", "dgx-mig-01", 4),
+    }
+
+
+def test_nullable_int_arrays_reach_postgresql_as_written():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::smallint[]", [nullable_int_array([None, 1, 7, None])])
+        assert cursor.fetchone() == ([None, 1, 7, None],)
+
+
+def test_device_order_puts_a_whole_gpu_before_its_instances():
+    keys = [("GPU-b", None), ("GPU-a", 2), ("GPU-a", None), ("GPU-a", 0)]
+    assert sorted(keys, key=device_order) == [("GPU-a", None), ("GPU-a", 0), ("GPU-a", 2), ("GPU-b", None)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_creating_the_same_new_devices_store_each_device_and_sample_once():
+    """The second worker's create waits on the first's uncommitted rows, whole GPUs' NULL instance included."""
+    batch = devices_batch(ticks=2)
+    holding, release, results = threading.Event(), threading.Event(), {}
+
+    def hold_first() -> None:
+        try:
+            with transaction.atomic():
+                results["first"] = samples_persist(batch=batch, max_per_gpu=0)
+                holding.set()
+                release.wait(10)
+        finally:
+            holding.set()
+            connection.close()
+
+    def store_second() -> None:
+        try:
+            results["second"] = samples_persist(batch=batch, max_per_gpu=0)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=hold_first), threading.Thread(target=store_second)]
+    workers[0].start()
+    holding.wait(10)
+    workers[1].start()
+    try:
+        _wait_for_a_lock_wait()
+    finally:
+        release.set()
+        for worker in workers:
+            worker.join(30)
+    assert (results["first"].stored, results["second"].stored, results["second"].duplicates) == (16, 0, 16)
+    assert [row[3] for row in _devices()] == [4, 4, 4, 4]

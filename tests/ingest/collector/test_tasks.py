@@ -1,14 +1,16 @@
 """The collector task with a real worker on RabbitMQ: redelivery stores nothing twice, garbage is dead-lettered."""
+import msgpack
 import pytest
 
 from config.celery import app
 from telemetry.ingest.wire import encode_batch
 from telemetry.ingest.queues import dead_letter_queue
 from telemetry.ingest.collector.tasks import persist_batch, retry_delay
-from telemetry.models import IngestCounter
+from telemetry.models import Gpu, IngestCounter
 from tests.conftest import wait_until
-from tests.ingest.factories import fleet_batch
-from tests.samples import stored_count
+from tests.ingest.collector.devices import DEVICES, MIG_UUID, WHOLE_UUID, devices_batch
+from tests.ingest.factories import fleet_batch, gpu
+from tests.samples import device_id, stored_count, stored_samples
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,3 +47,35 @@ def test_an_undecodable_batch_is_dead_lettered_and_the_rest_stored(worker_proces
 
 def test_retry_backoff_grows_and_is_capped():
     assert [retry_delay(n) for n in (0, 1, 2, 3, 10)] == [1, 2, 4, 8, 60]
+
+
+def test_mig_instances_reach_the_database_as_devices_of_their_own(worker_process):
+    worker_process(max_per_gpu=4)
+    batch = devices_batch(ticks=3)
+    persist_batch.apply_async(args=(encode_batch(batch),))
+    assert wait_until(lambda: counter("samples_stored") == 24)
+    rows = Gpu.objects.order_by("uuid", "mig_instance").values_list(
+        "uuid", "mig_instance", "mig_profile", "sample_count")
+    assert list(rows) == [(MIG_UUID, 1, "3g.40gb", 4), (MIG_UUID, 2, "3g.40gb", 4), (MIG_UUID, None, "", 4),
+                          (WHOLE_UUID, None, "", 4)]
+    # COLLECTOR_MAX_ENTRIES_PER_GPU counts per device: each keeps its own two newest ticks.
+    newest = batch.ts[-1] - 1_000_000
+    kept = {(device, value) for device, _, _, value in stored_samples()}
+    assert kept == {(device_id(*s.gpu.key), s.value) for s in batch.samples() if s.timestamp_us >= newest}
+    assert stored_count() == 4 * len(DEVICES)
+
+
+def test_a_version_2_batch_still_stores_whole_gpus():
+    """What a streamer from before MIG support sent, five entries per GPU, still queued after an upgrade."""
+    batch = fleet_batch(gpus=3, ticks=2)
+    payload = msgpack.packb({
+        "v": 2, "gpus": [list(g)[:5] for g in batch.gpus], "metrics": batch.metrics, "labels": [],
+        "gpu": batch.gpu, "ts": batch.ts, "label": batch.label, "size": batch.size, "metric": batch.metric,
+        "value": batch.value,
+    })
+    assert persist_batch.apply(args=(payload,)).get() == {"stored": 12, "duplicates": 0, "trimmed": 0}
+    rows = Gpu.objects.order_by("uuid").values_list("uuid", "mig_instance", "mig_profile", "hostname", "sample_count")
+    assert list(rows) == [(gpu(n).uuid, None, "", gpu(n).hostname, 4) for n in range(3)]
+    # The same GPUs in today's format are the same devices.
+    assert persist_batch.apply(args=(encode_batch(batch),)).get() == {"stored": 0, "duplicates": 12, "trimmed": 0}
+    assert Gpu.objects.count() == 3

@@ -23,7 +23,7 @@ from tests.conftest import REPO, subprocess_env, wait_until
 from tests.ingest.streamer.fake_exporter import (
     DRIVER, FIELDS, MODEL, NAN_FIELD, FakeExporter, dcgm_page, expected_values, node_devices,
 )
-from tests.samples import stored_samples
+from tests.samples import device_id, stored_samples
 
 HOST = "node-1"
 SCRAPE_US = 1_752_871_354_000_000
@@ -478,7 +478,7 @@ def test_scraped_samples_are_stored_as_readings_at_the_scrape_time(worker_proces
     run = subprocess.Popen(
         [sys.executable, "manage.py", "stream", exporter.url, "--interval", "0.5", "--flush-interval", "0.2"],
         cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    whole = [d for d in exporter.devices if d.instance is None]
+    devices = exporter.devices
     try:
         assert wait_until(lambda: exporter.requests >= 3, timeout=60)
         run.send_signal(signal.SIGTERM)
@@ -489,27 +489,25 @@ def test_scraped_samples_are_stored_as_readings_at_the_scrape_time(worker_proces
     assert run.returncode == 0, stderr
     scrapes = exporter.requests
 
-    def stored_whole():
-        uuids = {d.uuid for d in whole}
-        return [row for row in stored_samples() if row[0] in uuids]
-
-    # Whole GPUs only: until the collector stores MIG instances as devices of their own, an
-    # instance's samples land on its parent GPU's row. TODO(MIG storage): assert the two instances of
-    # GPU 3 as devices of their own (uuid, GPU_I_ID), each with its own readings, like the whole GPUs.
-    assert wait_until(lambda: len(stored_whole()) == len(FIELDS) * len(whole) * scrapes, timeout=60), (
-        len(stored_whole()), stderr[-2000:])
-    rows = stored_whole()
+    # Every device, GPU 3's two MIG instances each one of its own (uuid, GPU_I_ID) with its own readings.
+    assert wait_until(lambda: len(stored_samples()) == len(FIELDS) * len(devices) * scrapes, timeout=60), (
+        len(stored_samples()), stderr[-2000:])
+    rows = stored_samples()
     times = sorted({ts for _, _, ts, _ in rows})
     assert len(times) == scrapes  # every sample of a scrape at that scrape's one time
     for ts in times:
-        at = {(uuid, metric): value for uuid, metric, t, value in rows if t == ts}
-        assert len(at) == len(FIELDS) * len(whole)
-    first = {(uuid, metric): value for uuid, metric, t, value in rows if t == times[0]}
-    expected = expected_values(exporter.devices, tick=0)
-    assert first == {(uuid, metric): value for (uuid, instance, metric), value in expected.items()
-                     if instance is None}
+        at = {(device, metric): value for device, metric, t, value in rows if t == ts}
+        assert len(at) == len(FIELDS) * len(devices)
+    first = {(device, metric): value for device, metric, t, value in rows if t == times[0]}
+    expected = expected_values(devices, tick=0)
+    assert first == {(device_id(uuid, instance), metric): value for (uuid, instance, metric), value in expected.items()}
     assert all(ts.astimezone(timezone.utc).timestamp() < time.time() for ts in times)
     from telemetry.models import Gpu
 
-    gpu0 = Gpu.objects.get(uuid=whole[0].uuid)
+    mig = Gpu.objects.filter(mig_instance__isnull=False).order_by("mig_instance")
+    assert [(g.uuid, g.mig_instance, g.mig_profile, g.hostname, g.index, g.sample_count) for g in mig] == [
+        (d.uuid, d.instance, d.profile, HOST, 3, len(FIELDS) * scrapes) for d in devices if d.instance is not None]
+    assert not Gpu.objects.filter(uuid=devices[3].uuid, mig_instance__isnull=True).exists()  # no parent row
+    assert Gpu.objects.count() == len(devices)
+    gpu0 = Gpu.objects.get(uuid=devices[0].uuid, mig_instance=None)
     assert (gpu0.hostname, gpu0.index, gpu0.device, gpu0.model_name) == (HOST, 0, "nvidia0", MODEL)
