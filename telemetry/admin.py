@@ -83,7 +83,7 @@ class GpuAdmin(ReadOnlyAdmin):
             extra["latest_values"] = selectors.gpu_latest_values(gpu_id=gpu.pk)
             extra["chart_svg"] = gpu_chart_svg(gpu=gpu)
             extra["readings_url"] = reverse("admin:telemetry_reading_changelist") + f"?gpu__id__exact={gpu.pk}"
-            extra["api_url"] = reverse("api:gpu-telemetry", kwargs={"uuid": gpu.uuid})
+            extra["api_url"] = reverse("api:gpu-telemetry", kwargs={"id": gpu.device_id})
         return super().change_view(request, object_id, form_url, extra)
 
 

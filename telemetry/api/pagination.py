@@ -1,4 +1,4 @@
-"""Pages of the read API: offset pages of GPUs and hosts, keyset cursor pages of one GPU's samples."""
+"""Pages of the read API: offset pages of devices and hosts, keyset cursor pages of one device's samples."""
 from __future__ import annotations
 
 import base64
@@ -81,7 +81,7 @@ def _position(row: selectors.Sample) -> selectors.Position:
 
 
 class SampleCursorPagination(BasePagination):
-    """Keyset pages of one GPU's samples in (time, metric) order.
+    """Keyset pages of one device's samples in (time, metric) order.
 
     A cursor holds the key of the sample a page ended at (`next`: the samples after it) or started
     at (`previous`: the samples before it), so links stay correct while new samples arrive and a
@@ -106,7 +106,7 @@ class SampleCursorPagination(BasePagination):
         has_next = (more and not backwards) or (backwards and position is not None)
         has_previous = (more and backwards) or (not backwards and position is not None)
         url = request.build_absolute_uri()
-        self.gpu = window.gpu_uuid
+        self.gpu = window.device_id
         self.next_link = self.previous_link = None
         if rows and has_next:
             self.next_link = replace_query_param(url, self.cursor_query_param, Cursor.encode("n", _position(rows[-1])))

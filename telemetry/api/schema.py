@@ -12,10 +12,15 @@ from rest_framework import serializers
 
 from telemetry.api.filters import GpuFilter
 from telemetry.api.serializers import (
+    CONTAINER_EXAMPLE,
+    DEVICE_ID_HELP,
     GPU_UUID_EXAMPLE,
     HOSTNAME_EXAMPLE,
     MAX_SUMMARY_BUCKETS,
     METRIC_EXAMPLE,
+    MIG_ID_EXAMPLE,
+    NAMESPACE_EXAMPLE,
+    POD_EXAMPLE,
     TIME_EXAMPLE,
     ErrorSerializer,
     GpuSerializer,
@@ -65,11 +70,11 @@ ERRORS_400 = {
 }
 ERRORS_404 = {
     401: ERRORS_400[401],
-    404: OpenApiResponse(ErrorSerializer, description="No such GPU or host."),
+    404: OpenApiResponse(ErrorSerializer, description="No such device (GPU or MIG instance) or host."),
 }
-UUID_PARAM = OpenApiParameter(
-    "uuid", OpenApiTypes.STR, OpenApiParameter.PATH, description="NVIDIA UUID of the GPU.",
-    examples=[OpenApiExample("GPU", value=GPU_UUID_EXAMPLE)],
+DEVICE_ID_PARAM = OpenApiParameter(
+    "id", OpenApiTypes.STR, OpenApiParameter.PATH, description=f"{DEVICE_ID_HELP} The `id` of its GPU list entry.",
+    examples=[OpenApiExample("Whole GPU", value=GPU_UUID_EXAMPLE), OpenApiExample("MIG instance", value=MIG_ID_EXAMPLE)],
 )
 HOSTNAME_PARAM = OpenApiParameter(
     "hostname", OpenApiTypes.STR, OpenApiParameter.PATH, description="Host name the GPUs report from.",
@@ -96,6 +101,16 @@ GPU_FILTER_PARAMS = [
                      examples=_example("Since", TIME_EXAMPLE)),
     OpenApiParameter("stale", OpenApiTypes.NUMBER, description=GpuFilter.base_filters["stale"].label,
                      examples=_example("Silent for 5 minutes", 300)),
+    OpenApiParameter("mig", {"type": "string", "enum": ["true", "false"]}, description=GpuFilter.base_filters["mig"].label,
+                     examples=_example("MIG instances", "true")),
+    OpenApiParameter("parent", OpenApiTypes.STR, description=GpuFilter.base_filters["parent"].label,
+                     examples=_example("Instances of a GPU", GPU_UUID_EXAMPLE)),
+    OpenApiParameter("namespace", OpenApiTypes.STR, description=GpuFilter.base_filters["namespace"].label,
+                     examples=_example("Namespace", NAMESPACE_EXAMPLE)),
+    OpenApiParameter("pod", OpenApiTypes.STR, description=GpuFilter.base_filters["pod"].label,
+                     examples=_example("Pod", POD_EXAMPLE)),
+    OpenApiParameter("container", OpenApiTypes.STR, description=GpuFilter.base_filters["container"].label,
+                     examples=_example("Container", CONTAINER_EXAMPLE)),
     OpenApiParameter("ordering", OpenApiTypes.STR, description=GpuFilter.base_filters["ordering"].label,
                      examples=_example("Newest first", "-last_seen")),
 ]
@@ -129,32 +144,39 @@ def _params_from(serializer_class, *, examples: dict) -> list[OpenApiParameter]:
 
 GPU_LIST = extend_schema_view(
     get=extend_schema(
-        summary="List GPUs",
-        description="Every GPU with stored data, by host name and index unless `ordering` says otherwise.",
+        summary="List GPUs and MIG instances",
+        description=(
+            "Every device with stored data: whole GPUs and MIG GPU instances, each with the `id` its URLs take. "
+            "By host name and index, a whole GPU before its instances, unless `ordering` says otherwise. "
+            "`namespace`, `pod` and `container` go by each device's newest reading."
+        ),
         parameters=[*GPU_FILTER_PARAMS, *PAGE_PARAMS],
         responses={200: OpenApiResponse(GpuSerializer(many=True), description="A page of GPUs."), **ERRORS_400},
     )
 )
 GPU_DETAIL = extend_schema_view(
     get=extend_schema(
-        summary="One GPU",
-        parameters=[UUID_PARAM],
-        responses={200: OpenApiResponse(GpuSerializer, description="The GPU."), **ERRORS_404},
+        summary="One GPU or MIG instance",
+        parameters=[DEVICE_ID_PARAM],
+        responses={200: OpenApiResponse(GpuSerializer, description="The device."), **ERRORS_404},
     )
 )
 HOST_LIST = extend_schema_view(
     get=extend_schema(
         summary="List hosts",
-        description="Every host with GPUs, with its GPU count and newest sample time.",
+        description="Every host with GPUs, with its device count (whole GPUs and MIG instances) and newest sample time.",
         parameters=PAGE_PARAMS,
         responses={200: OpenApiResponse(HostSerializer(many=True), description="A page of hosts."), **ERRORS_400},
     )
 )
 HOST_GPU_LIST = extend_schema_view(
     get=extend_schema(
-        summary="GPUs of one host",
+        summary="GPUs and MIG instances of one host",
         parameters=[HOSTNAME_PARAM, *PAGE_PARAMS],
-        responses={200: OpenApiResponse(GpuSerializer(many=True), description="A page of the host's GPUs, by index."), **ERRORS_400, **ERRORS_404},
+        responses={
+            200: OpenApiResponse(GpuSerializer(many=True), description="A page of the host's devices, by index, a whole GPU before its instances."),
+            **ERRORS_400, **ERRORS_404,
+        },
     )
 )
 METRIC_LIST = extend_schema(
@@ -174,33 +196,40 @@ _TIME_PARAMS = {
     "end_time": "2025-07-18T20:42:37Z",
 }
 
+_ATTRIBUTION_EXAMPLES = {"namespace": NAMESPACE_EXAMPLE, "pod": POD_EXAMPLE, "container": CONTAINER_EXAMPLE}
+
 GPU_TELEMETRY = extend_schema(
-    summary="A GPU's samples",
+    summary="A GPU's or MIG instance's samples",
     description=(
-        "The GPU's samples ordered by time (then metric), oldest first unless `order=desc`, in the inclusive "
-        "window [start_time, end_time]. Pages are keyset cursors: `next` and `previous` stay correct while new "
+        "The device's samples ordered by time (then metric), oldest first unless `order=desc`, in the inclusive "
+        "window [start_time, end_time]; with `namespace`, `pod` or `container`, only those of readings that carry them. "
+        "Pages are keyset cursors: `next` and `previous` stay correct while new "
         "samples arrive, and cost the same deep into a large table. No total count is computed."
     ),
-    parameters=[UUID_PARAM, *_params_from(TelemetryQuerySerializer, examples={
+    parameters=[DEVICE_ID_PARAM, *_params_from(TelemetryQuerySerializer, examples={
         **_TIME_PARAMS, "metric": METRIC_EXAMPLE, "order": "asc", "limit": 1000, "cursor": "bjoxNzUyODcxMzU1MDAwMDAwOjM",
+        **_ATTRIBUTION_EXAMPLES,
     })],
     responses={200: OpenApiResponse(TelemetryPageSerializer, description="A page of samples with cursor links."), **ERRORS_400, **ERRORS_404},
 )
 GPU_TELEMETRY_SUMMARY = extend_schema(
-    summary="A GPU's telemetry in time buckets",
+    summary="A GPU's or MIG instance's telemetry in time buckets",
     description=(
         "Aggregates per metric and per time bucket, computed in the database (PostgreSQL `date_bin` and "
-        "`GROUP BY`). The window defaults to the 24 hours up to the GPU's newest sample, from its oldest at most; at most "
-        f"{MAX_SUMMARY_BUCKETS} buckets per metric. Buckets without samples are left out."
+        "`GROUP BY`), of every metric the device reported (a MIG instance reports other metrics than a whole GPU). "
+        "The window defaults to the 24 hours up to the device's newest sample, from its oldest at most; at most "
+        f"{MAX_SUMMARY_BUCKETS} buckets per metric. Buckets without samples are left out. With `namespace`, `pod` "
+        "or `container`, only the samples of readings that carry them count."
     ),
-    parameters=[UUID_PARAM, *_params_from(SummaryQuerySerializer, examples={
+    parameters=[DEVICE_ID_PARAM, *_params_from(SummaryQuerySerializer, examples={
         "start_time": "2025-07-17T20:42:37Z", "end_time": "2025-07-18T20:42:37Z", "bucket": "1m",
-        "agg": "avg,min,max,last", "metric": METRIC_EXAMPLE,
+        "agg": "avg,min,max,last", "metric": METRIC_EXAMPLE, **_ATTRIBUTION_EXAMPLES,
     })],
     responses={200: OpenApiResponse(SummarySerializer, description="One series of buckets per metric."), **ERRORS_400, **ERRORS_404},
 )
 GPU_LATEST = extend_schema(
-    summary="A GPU's newest value of each metric",
-    parameters=[UUID_PARAM],
+    summary="A GPU's or MIG instance's newest value of each metric",
+    description="The newest sample of each metric the device reported, whichever metrics those are.",
+    parameters=[DEVICE_ID_PARAM],
     responses={200: OpenApiResponse(LatestSerializer, description="The newest sample of each metric."), **ERRORS_404},
 )

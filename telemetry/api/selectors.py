@@ -1,9 +1,10 @@
-"""Read queries behind the API and the admin: GPUs, one GPU's samples, summaries, latest values, totals.
+"""Read queries behind the API and the admin: devices, one device's samples, summaries, latest values, totals.
 
-Samples are stored as readings: one row per GPU and time, its values in an array by metric id
-(values[i] is metric id i, null where that metric has no value). Every time-series query is one
-range scan of the (gpu, timestamp) unique index over the readings in range, each turned into its
-samples in the database; nothing here counts a GPU's rows or builds a model instance per sample.
+A device is a whole GPU or one MIG GPU instance of it (a `Gpu` row). Samples are stored as
+readings: one row per device and time, its values in an array by metric id (values[i] is metric
+id i, null where that metric has no value). Every time-series query is one range scan of the
+(gpu, timestamp) unique index over the readings in range, each turned into its samples in the
+database; nothing here counts a device's rows or builds a model instance per sample.
 Each such query is a whole statement in telemetry/api/sql/, its parameters passed by name.
 """
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Iterable, Literal, NamedTuple
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Count, F, FilteredRelation, Max, Q, QuerySet, Value
+from django.db.models.functions import NullIf
 from django.http import Http404
 
-from telemetry.models import Gpu, IngestCounter, Metric
+from telemetry.models import MIG_ID_SEPARATOR, Gpu, IngestCounter, Metric, device_key
 from telemetry.sql import sql_statement
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,25 @@ Sample = tuple[str, int, float]
 
 # The aggregates a summary computes, each a column of summary.sql.
 AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "first", "last", "count", "sum")
+# A device's key: its (parent) GPU's UUID and its MIG GPU instance id, None for a whole GPU.
+DeviceKey = tuple[str, int | None]
+# The exporter's attribution of a reading (its label set's columns), which the API filters on.
+ATTRIBUTIONS: tuple[str, ...] = ("namespace", "pod", "container")
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Readings whose label set has each attribution given (None: any)."""
+
+    namespace: str | None = None
+    pod: str | None = None
+    container: str | None = None
+
+    def params(self) -> dict[str, str | None]:
+        return {"namespace": self.namespace, "pod": self.pod, "container": self.container}
+
+
+ANY_ATTRIBUTION = Attribution()
 
 
 def _fetchall(name: str, params: dict | None = None) -> list[tuple]:
@@ -39,55 +60,83 @@ def _fetchall(name: str, params: dict | None = None) -> list[tuple]:
         return cursor.fetchall()
 
 
-# --- GPUs and hosts ---
+# --- Devices (whole GPUs and MIG instances) and hosts ---
 
 
 @dataclass(frozen=True)
 class GpuSpan:
-    """A GPU's id and the times of its oldest and newest stored samples."""
+    """A device's id and the times of its oldest and newest stored samples."""
 
     id: int
     first_seen: datetime
     last_seen: datetime
 
 
-def _no_such_gpu(uuid: str) -> Http404:
-    return Http404(f"No GPU with UUID {uuid!r}.")
+# The largest GPU instance id a device can have (the column is a PostgreSQL smallint).
+MIG_INSTANCE_MAX = 32767
 
 
-def gpu_uuid_check(uuid: str) -> None:
-    """A 404 for a UUID no GPU can have: PostgreSQL text cannot hold a NUL character."""
-    if "\x00" in uuid:
-        raise _no_such_gpu(uuid)
+def _no_such_gpu(device_id: str) -> Http404:
+    return Http404(f"No GPU or MIG instance with id {device_id!r}.")
 
 
-def gpu_span(*, uuid: str) -> GpuSpan:
-    """The GPU's id, first and last seen, or a 404 (plain SQL: it runs before most telemetry reads)."""
-    gpu_uuid_check(uuid)
-    rows = _fetchall("gpu_by_uuid", {"uuid": uuid})
+def device_lookup(device_id: str) -> DeviceKey:
+    """(uuid, mig_instance) of an API device id, or a 404 for an id no device can have.
+
+    Only a device's own id is accepted (`GPU-…:mig1`, not `:mig01`), so each device has one URL;
+    PostgreSQL text cannot hold a NUL character, nor a smallint a larger instance id.
+    """
+    if "\x00" in device_id:
+        raise _no_such_gpu(device_id)
+    try:
+        uuid, instance = device_key(device_id)
+    except ValueError:  # digits int() does not read, such as superscripts
+        raise _no_such_gpu(device_id) from None
+    if instance is not None and (instance > MIG_INSTANCE_MAX or f"{uuid}{MIG_ID_SEPARATOR}{instance}" != device_id):
+        raise _no_such_gpu(device_id)
+    return uuid, instance
+
+
+def gpu_span(*, device_id: str) -> GpuSpan:
+    """The device's row id, first and last seen, or a 404 (plain SQL: it runs before most telemetry reads)."""
+    uuid, instance = device_lookup(device_id)
+    rows = _fetchall("gpu_by_key", {"uuid": uuid, "mig_instance": instance})
     if not rows:
-        raise _no_such_gpu(uuid)
+        raise _no_such_gpu(device_id)
     return GpuSpan(*rows[0])
 
 
-def gpu_get(*, uuid: str) -> Gpu:
-    gpu_uuid_check(uuid)
-    gpu = Gpu.objects.filter(uuid=uuid).first()
+def devices() -> QuerySet[Gpu]:
+    """Every device with the attribution of its newest reading: `namespace`, `pod`, `container` (None: none).
+
+    `newest` is the device's reading at last_seen: one join, at most one row, the (gpu, timestamp)
+    key being unique.
+    """
+    newest = FilteredRelation("readings", condition=Q(readings__timestamp=F("last_seen")))
+    return Gpu.objects.annotate(newest=newest).annotate(**{
+        # The collector stores a missing label as empty text.
+        name: NullIf(F(f"newest__label_set__{name}"), Value("")) for name in ATTRIBUTIONS
+    })
+
+
+def gpu_get(*, device_id: str) -> Gpu:
+    uuid, instance = device_lookup(device_id)
+    gpu = devices().filter(uuid=uuid, mig_instance=instance).first()
     if gpu is None:
-        raise _no_such_gpu(uuid)
+        raise _no_such_gpu(device_id)
     return gpu
 
 
 def host_gpus(*, hostname: str) -> QuerySet[Gpu]:
-    """The host's GPUs by index, or a 404 when it has none."""
-    gpus = Gpu.objects.filter(hostname=hostname).order_by("index", "id") if "\x00" not in hostname else Gpu.objects.none()
+    """The host's devices by index, each whole GPU before its MIG instances, or a 404 when it has none."""
+    gpus = devices().filter(hostname=hostname) if "\x00" not in hostname else Gpu.objects.none()
     if not gpus.exists():
         raise Http404(f"No GPUs on host {hostname!r}.")
-    return gpus
+    return gpus.order_by("index", F("mig_instance").asc(nulls_first=True), "id")
 
 
 def hosts_summary():
-    """One row per host: its name, GPU count and newest sample time."""
+    """One row per host: its name, device count (whole GPUs and MIG instances) and newest sample time."""
     return (
         Gpu.objects.order_by().values("hostname").annotate(gpu_count=Count("id"), last_seen=Max("last_seen"))
         .order_by("hostname")
@@ -140,12 +189,12 @@ def metric_names_known() -> list[str]:
     return sorted(_metric_ids)
 
 
-# --- One GPU's raw samples, keyset-paginated ---
+# --- One device's raw samples, keyset-paginated ---
 
 
 @dataclass(frozen=True)
 class Position:
-    """A place in one GPU's (timestamp, metric) order: the key of the sample a page ended or started at."""
+    """A place in one device's (timestamp, metric) order: the key of the sample a page ended or started at."""
 
     timestamp: datetime
     metric_id: int
@@ -153,65 +202,70 @@ class Position:
 
 @dataclass(frozen=True)
 class SampleWindow:
-    """One GPU's samples in [start, end] (open where None), of some metrics (None: all), in an order."""
+    """One device's samples in [start, end] (open where None), of some metrics (None: all), in an order."""
 
-    gpu_uuid: str
+    device_id: str
     start: datetime | None = None
     end: datetime | None = None
     metric_ids: list[int] | None = None
     order: Order = "asc"
+    attribution: Attribution = ANY_ATTRIBUTION
 
     def samples(self, *, after: Position | None = None, before: Position | None = None, limit: int) -> list[Sample]:
         """The window's samples after or before a position, as gpu_telemetry_window returns them."""
         return gpu_telemetry_window(
-            gpu_uuid=self.gpu_uuid, start=self.start, end=self.end, metric_ids=self.metric_ids, order=self.order,
-            after=after, before=before, limit=limit,
+            device_id=self.device_id, start=self.start, end=self.end, metric_ids=self.metric_ids, order=self.order,
+            attribution=self.attribution, after=after, before=before, limit=limit,
         )
 
 
 def gpu_telemetry_window(
     *,
     gpu_id: int | None = None,
-    gpu_uuid: str | None = None,
+    device_id: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
     metric_ids: list[int] | None = None,
     order: Order = "asc",
+    attribution: Attribution = ANY_ATTRIBUTION,
     after: Position | None = None,
     before: Position | None = None,
     limit: int = 1000,
 ) -> list[Sample]:
-    """(time as RFC 3339 text in UTC, metric_id, value) samples of one GPU in [start, end], in `order`.
+    """(time as RFC 3339 text in UTC, metric_id, value) samples of one device in [start, end], in `order`.
 
     Samples are ordered by (timestamp, metric_id). `after` keeps the samples that come after that
     position in `order`; `before` keeps those that come before it and returns them nearest-first
     (reverse of `order`), so the caller can take the `limit` samples just before a page. The
     database formats the times: parsing a datetime per row in Python cost more than the query.
+    `attribution` keeps only the samples of readings whose label set has that namespace, pod, container.
 
-    The GPU is `gpu_id`, or `gpu_uuid` looked up in the same query (a round trip less for the
-    API). With `gpu_uuid`, a window without samples raises Http404 when no GPU has that UUID.
+    The device is `gpu_id` (its row), or `device_id` (its API id) looked up in the same query (a
+    round trip less for the API). With `device_id`, a window without samples raises Http404 when
+    no device has that id.
     """
-    if (gpu_id is None) == (gpu_uuid is None):
-        raise TypeError("give exactly one of gpu_id and gpu_uuid")
+    if (gpu_id is None) == (device_id is None):
+        raise TypeError("give exactly one of gpu_id and device_id")
     if after is not None and before is not None:
         raise TypeError("give at most one of after and before")
-    if gpu_uuid is not None:
-        gpu_uuid_check(gpu_uuid)
+    uuid, instance = device_lookup(device_id) if device_id is not None else (None, None)
     # Samples before a position are collected walking against `order`; either way the walk starts after it.
     ascending = (order == "asc") == (before is None)
     position = after or before
     rows = _fetchall("samples_ascending" if ascending else "samples_descending", {
         "gpu_id": gpu_id,
-        "gpu_uuid": gpu_uuid,
+        "uuid": uuid,
+        "mig_instance": instance,
         "start": start,
         "end": end,
         "metric_ids": sorted(set(metric_ids)) if metric_ids else None,
+        **attribution.params(),
         "after_time": position.timestamp if position else None,
         "after_metric": position.metric_id if position else None,
         "limit": limit,
     })
-    if not rows and gpu_uuid is not None and not Gpu.objects.filter(uuid=gpu_uuid).exists():
-        raise _no_such_gpu(gpu_uuid)
+    if not rows and device_id is not None and not Gpu.objects.filter(uuid=uuid, mig_instance=instance).exists():
+        raise _no_such_gpu(device_id)
     return rows
 
 
@@ -226,17 +280,22 @@ def gpu_telemetry_summary(
     bucket_seconds: int,
     aggregates: list[str],
     metric_ids: list[int] | None = None,
+    attribution: Attribution = ANY_ATTRIBUTION,
 ) -> list[tuple[int, str]]:
-    """Aggregates of one GPU's samples in [start, end] per metric and bucket (aligned to the epoch).
+    """Aggregates of one device's samples in [start, end] per metric and bucket (aligned to the epoch).
 
     Returns (metric_id, points) per metric that has samples, points being a JSON array of
     {"time": RFC 3339, <aggregate>: value, …} oldest first, the aggregates in the order given.
-    The database groups (`date_bin`, `GROUP BY`) and writes the JSON too.
+    The database groups (`date_bin`, `GROUP BY`) and writes the JSON too. `attribution` keeps
+    only the samples of readings whose label set has that namespace, pod and container.
     """
     unknown = [name for name in aggregates if name not in AGGREGATES]
     if unknown or not aggregates:
         raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
-    params = {"gpu_id": gpu_id, "start": start, "end": end, "bucket_seconds": bucket_seconds, "aggregates": list(aggregates)}
+    params = {
+        "gpu_id": gpu_id, "start": start, "end": end, "bucket_seconds": bucket_seconds, "aggregates": list(aggregates),
+        **attribution.params(),
+    }
     if metric_ids:
         return _fetchall("summary_of_metrics", {**params, "metric_ids": sorted(set(metric_ids))})
     return _fetchall("summary", params)
@@ -252,7 +311,7 @@ class MetricValue(NamedTuple):
 
 
 def gpu_latest_values(*, gpu_id: int) -> list[MetricValue]:
-    """The newest sample of each metric the GPU reported, by metric name."""
+    """The newest sample of each metric the device reported, by metric name: whichever metrics those are."""
     return [MetricValue(*row) for row in _fetchall("latest", {"gpu_id": gpu_id})]
 
 

@@ -13,11 +13,16 @@ from datetime import datetime, timedelta
 from rest_framework import serializers
 
 from telemetry.api import selectors
-from telemetry.api.selectors import AGGREGATES
+from telemetry.api.selectors import AGGREGATES, MIG_INSTANCE_MAX
 from telemetry.models import Gpu
 from telemetry.times import to_rfc3339
 
 GPU_UUID_EXAMPLE = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
+MIG_ID_EXAMPLE = f"{GPU_UUID_EXAMPLE}:mig1"
+DEVICE_ID_HELP = "The device's id: a whole GPU's UUID, or `<parent GPU's UUID>:mig<GPU instance id>` for a MIG instance."
+NAMESPACE_EXAMPLE = "ml-training"
+POD_EXAMPLE = "trainer-7d9f8c6b5-x2vqp"
+CONTAINER_EXAMPLE = "trainer"
 HOSTNAME_EXAMPLE = "mtv5-dgx1-hgpu-031"
 METRIC_EXAMPLE = "DCGM_FI_DEV_GPU_UTIL"
 TIME_EXAMPLE = "2025-07-18T20:42:34Z"
@@ -42,6 +47,13 @@ class NoNulCharField(serializers.CharField):
         super().__init__(**kwargs)
 
 
+class EmptyAsNullCharField(serializers.CharField):
+    """Text that the database stores as empty where there is none, written as null."""
+
+    def to_representation(self, value):
+        return super().to_representation(value) or None
+
+
 # --- Errors ---
 
 
@@ -63,21 +75,58 @@ class ErrorSerializer(serializers.Serializer):
 # --- GPUs and hosts ---
 
 
+# Of `selectors.devices()` rows, which carry their newest reading's namespace, pod and container.
 class GpuSerializer(serializers.ModelSerializer):
+    """A device: a whole GPU, or one MIG GPU instance of it."""
+
+    id = serializers.CharField(
+        source="device_id", help_text=f"{DEVICE_ID_HELP} `/api/v1/gpus/{{id}}` and the URLs under it take it.",
+    )
+    uuid = serializers.CharField(help_text="NVIDIA GPU UUID; for a MIG instance, its parent GPU's.")
+    mig_instance = serializers.IntegerField(
+        allow_null=True, min_value=0, max_value=MIG_INSTANCE_MAX,
+        help_text="MIG GPU instance id (DCGM's GPU_I_ID); null for a whole GPU.",
+    )
+    mig_profile = EmptyAsNullCharField(
+        allow_null=True, help_text="MIG profile of the instance (DCGM's GPU_I_PROFILE); null for a whole GPU or when not reported.",
+    )
+    parent = serializers.CharField(
+        source="parent_uuid", allow_null=True,
+        help_text="For a MIG instance, its parent GPU's UUID (the parent's id when it reports as a device too); null for a whole GPU.",
+    )
     model = serializers.CharField(source="model_name", help_text="GPU model name.")
     # Declared, not derived from the model, so the schema is the same whatever the database.
-    index = serializers.IntegerField(min_value=0, max_value=32767, help_text="GPU index on its host (DCGM's gpu_id).")
-    sample_count = serializers.IntegerField(min_value=0, help_text="Samples currently stored for this GPU.")
+    index = serializers.IntegerField(min_value=0, max_value=32767, help_text="GPU index on its host (DCGM's gpu_id); a MIG instance has its parent's.")
+    namespace = serializers.CharField(
+        allow_null=True, help_text="Kubernetes namespace of the device's newest reading (the exporter's `namespace` label); null when none.",
+    )
+    pod = serializers.CharField(
+        allow_null=True, help_text="Pod of the device's newest reading (the exporter's `pod` label); null when none.",
+    )
+    container = serializers.CharField(
+        allow_null=True, help_text="Container of the device's newest reading (the exporter's `container` label); null when none.",
+    )
+    sample_count = serializers.IntegerField(min_value=0, help_text="Samples currently stored for this device.")
 
     class Meta:
         model = Gpu
-        fields = ["uuid", "hostname", "index", "device", "model", "first_seen", "last_seen", "sample_count"]
+        fields = [
+            "id", "uuid", "mig_instance", "mig_profile", "parent", "hostname", "index", "device", "model",
+            "namespace", "pod", "container", "first_seen", "last_seen", "sample_count",
+        ]
         field_examples = {
+            "id": MIG_ID_EXAMPLE,
             "uuid": GPU_UUID_EXAMPLE,
+            "mig_instance": 1,
+            "mig_profile": "3g.40gb",
+            "parent": GPU_UUID_EXAMPLE,
             "hostname": HOSTNAME_EXAMPLE,
             "index": 0,
             "device": "nvidia0",
             "model": "NVIDIA H100 80GB HBM3",
+            "namespace": NAMESPACE_EXAMPLE,
+            "pod": POD_EXAMPLE,
+            "container": CONTAINER_EXAMPLE,
             "first_seen": TIME_EXAMPLE,
             "last_seen": "2025-07-18T20:42:37Z",
             "sample_count": 40,
@@ -86,7 +135,7 @@ class GpuSerializer(serializers.ModelSerializer):
 
 class HostSerializer(serializers.Serializer):
     hostname = serializers.CharField(help_text="Host name the GPUs report from.")
-    gpu_count = serializers.IntegerField(help_text="Number of GPUs seen on this host.")
+    gpu_count = serializers.IntegerField(help_text="Number of devices seen on this host: whole GPUs and MIG instances, as its GPU list has.")
     last_seen = serializers.DateTimeField(help_text="Time of the newest sample from any GPU of this host.")
 
     class Meta:
@@ -133,6 +182,18 @@ class QuerySerializer(serializers.Serializer):
         return query.validated_data
 
 
+def _attribution_field(name: str, label: str) -> NoNulCharField:
+    return NoNulCharField(
+        required=False, allow_blank=True,
+        help_text=f"Only the samples of readings that carry this {name} (exact; the exporter's `{label}` label).",
+    )
+
+
+def _attribution(attrs: dict) -> selectors.Attribution:
+    # Empty is no filter, as in the GPU list's filters.
+    return selectors.Attribution(**{name: attrs.get(name) or None for name in selectors.ATTRIBUTIONS})
+
+
 class TelemetryQuerySerializer(QuerySerializer):
     start_time = serializers.DateTimeField(required=False, help_text=f"Oldest sample time to return (inclusive). {TIME_HELP}")
     end_time = serializers.DateTimeField(required=False, help_text=f"Newest sample time to return (inclusive). {TIME_HELP}")
@@ -145,21 +206,24 @@ class TelemetryQuerySerializer(QuerySerializer):
         min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT, help_text=f"Samples per page, 1 to {MAX_LIMIT}."
     )
     cursor = NoNulCharField(required=False, max_length=200, help_text="Opaque page position from a `next` or `previous` link.")
+    namespace = _attribution_field("Kubernetes namespace", "namespace")
+    pod = _attribution_field("pod", "pod")
+    container = _attribution_field("container", "container")
 
     @classmethod
-    def read(cls, request, *, gpu_uuid: str) -> dict:
-        """The query with `window`, the GPU's samples it asks for; `limit` and `cursor` say which page.
+    def read(cls, request, *, device_id: str) -> dict:
+        """The query with `window`, the device's samples it asks for; `limit` and `cursor` say which page.
 
-        A UUID no GPU can have is a 404 before the query is read.
+        An id no device can have is a 404 before the query is read.
         """
-        selectors.gpu_uuid_check(gpu_uuid)
-        return super().read(request, gpu_uuid=gpu_uuid)
+        selectors.device_lookup(device_id)
+        return super().read(request, device_id=device_id)
 
     def validate(self, attrs):
         _check_window(attrs)
         attrs["window"] = selectors.SampleWindow(
-            gpu_uuid=self.context["gpu_uuid"], start=attrs.get("start_time"), end=attrs.get("end_time"),
-            metric_ids=_metric_ids(attrs.get("metric")), order=attrs["order"],
+            device_id=self.context["device_id"], start=attrs.get("start_time"), end=attrs.get("end_time"),
+            metric_ids=_metric_ids(attrs.get("metric")), order=attrs["order"], attribution=_attribution(attrs),
         )
         return attrs
 
@@ -169,7 +233,7 @@ class SummaryQuerySerializer(QuerySerializer):
         required=False, help_text=f"Start of the window (inclusive); default 24 hours before end_time. {TIME_HELP}"
     )
     end_time = serializers.DateTimeField(
-        required=False, help_text=f"End of the window (inclusive); default the GPU's newest sample. {TIME_HELP}"
+        required=False, help_text=f"End of the window (inclusive); default the device's newest sample. {TIME_HELP}"
     )
     bucket = serializers.ChoiceField(choices=list(BUCKETS), default="1m", help_text="Bucket width; buckets are aligned to the Unix epoch.")
     agg = NoNulCharField(
@@ -180,11 +244,14 @@ class SummaryQuerySerializer(QuerySerializer):
         child=NoNulCharField(), required=False, max_length=100,
         help_text="Only these metrics (repeat the parameter for several). Unknown names are a 400.",
     )
+    namespace = _attribution_field("Kubernetes namespace", "namespace")
+    pod = _attribution_field("pod", "pod")
+    container = _attribution_field("container", "container")
 
     @classmethod
     def read(cls, request, *, gpu: selectors.GpuSpan) -> dict:
-        """The query with the window filled in from the GPU's sample times: `start_time`, `end_time`,
-        `bucket_seconds`, `agg` as a list and `metric_ids`."""
+        """The query with the window filled in from the device's sample times: `start_time`, `end_time`,
+        `bucket_seconds`, `agg` as a list, `metric_ids` and `attribution`."""
         return super().read(request, gpu=gpu)
 
     def validate_agg(self, value: str) -> list[str]:
@@ -199,6 +266,7 @@ class SummaryQuerySerializer(QuerySerializer):
     def validate(self, attrs):
         _check_window(attrs)
         attrs["metric_ids"] = _metric_ids(attrs.get("metric"))
+        attrs["attribution"] = _attribution(attrs)
         gpu: selectors.GpuSpan = self.context["gpu"]
         end = attrs.get("end_time") or gpu.last_seen
         start = attrs.get("start_time")
@@ -209,7 +277,7 @@ class SummaryQuerySerializer(QuerySerializer):
                 start = end
             start = max(start, min(gpu.first_seen, end))
         if end < start:
-            raise serializers.ValidationError({"start_time": ["start_time is after the window's end (the GPU's newest sample)."]})
+            raise serializers.ValidationError({"start_time": ["start_time is after the window's end (the device's newest sample)."]})
         bucket_seconds = BUCKETS[attrs["bucket"]]
         if (end - start).total_seconds() / bucket_seconds > MAX_SUMMARY_BUCKETS:
             raise serializers.ValidationError({"bucket": [
@@ -246,7 +314,7 @@ class SampleSerializer(serializers.Serializer):
 
 
 class TelemetryPageSerializer(serializers.Serializer):
-    gpu = serializers.CharField(help_text="UUID of the GPU.")
+    gpu = serializers.CharField(help_text=DEVICE_ID_HELP)
     next = serializers.URLField(allow_null=True, help_text="Link to the following page; null on the last page.")
     previous = serializers.URLField(allow_null=True, help_text="Link to the preceding page; null on the first page.")
     results = SampleSerializer(many=True, help_text="Samples ordered by (time, metric).")
@@ -277,8 +345,8 @@ class TelemetryPageSerializer(serializers.Serializer):
 
 
 class LatestSerializer(serializers.Serializer):
-    gpu = serializers.CharField(help_text="UUID of the GPU.")
-    results = SampleSerializer(many=True, help_text="Newest sample of each metric, by metric name.")
+    gpu = serializers.CharField(help_text=DEVICE_ID_HELP)
+    results = SampleSerializer(many=True, help_text="Newest sample of each metric the device reported, by metric name.")
 
     class Meta:
         field_examples = {"gpu": GPU_UUID_EXAMPLE}
@@ -310,12 +378,12 @@ class SummarySeriesSerializer(serializers.Serializer):
 
 
 class SummarySerializer(serializers.Serializer):
-    gpu = serializers.CharField(help_text="UUID of the GPU.")
+    gpu = serializers.CharField(help_text=DEVICE_ID_HELP)
     bucket = serializers.CharField(help_text="Bucket width.")
     aggregates = serializers.ListField(child=serializers.CharField(), help_text="The aggregates in each point.")
     start_time = serializers.DateTimeField(allow_null=True, help_text="Start of the window (inclusive).")
     end_time = serializers.DateTimeField(allow_null=True, help_text="End of the window (inclusive).")
-    series = SummarySeriesSerializer(many=True, help_text="One series per metric, by metric name.")
+    series = SummarySeriesSerializer(many=True, help_text="One series per metric with samples in the window, by metric name.")
 
     class Meta:
         field_examples = {

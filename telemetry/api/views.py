@@ -1,4 +1,5 @@
-"""Read-only JSON endpoints under /api/v1: GPUs, hosts, metrics and each GPU's telemetry.
+"""Read-only JSON endpoints under /api/v1: devices (whole GPUs and MIG instances), hosts, metrics
+and each device's telemetry, a device named by its id (`Gpu.device_id`).
 
 Each view reads its parameters (a query serializer), calls a selector and returns; queries live in
 selectors, window and bucket rules in serializers, cursor pages in pagination, the OpenAPI
@@ -23,25 +24,25 @@ from telemetry.api.serializers import (
     SummarySerializer,
     TelemetryQuerySerializer,
 )
-from telemetry.models import Gpu
 
 
 @schema.GPU_LIST
 class GpuListView(generics.ListAPIView):
-    queryset = Gpu.objects.all()
     serializer_class = GpuSerializer
     filter_backends = [DjangoFilterBackend]
     filterset_class = GpuFilter
     pagination_class = GpuPagination
 
+    def get_queryset(self):
+        return selectors.devices()
+
 
 @schema.GPU_DETAIL
 class GpuDetailView(generics.RetrieveAPIView):
-    queryset = Gpu.objects.all()
     serializer_class = GpuSerializer
 
     def get_object(self):
-        return selectors.gpu_get(uuid=self.kwargs["uuid"])
+        return selectors.gpu_get(device_id=self.kwargs["id"])
 
 
 @schema.HOST_LIST
@@ -73,8 +74,8 @@ class GpuTelemetryView(APIView):
     pagination_class = SampleCursorPagination
 
     @schema.GPU_TELEMETRY
-    def get(self, request, uuid: str):
-        query = TelemetryQuerySerializer.read(request, gpu_uuid=uuid)
+    def get(self, request, id: str):
+        query = TelemetryQuerySerializer.read(request, device_id=id)
         paginator = self.pagination_class()
         page = paginator.paginate_window(query["window"], request, limit=query["limit"], cursor=query.get("cursor"))
         return paginator.get_paginated_response(page)
@@ -82,19 +83,19 @@ class GpuTelemetryView(APIView):
 
 class GpuTelemetrySummaryView(APIView):
     @schema.GPU_TELEMETRY_SUMMARY
-    def get(self, request, uuid: str):
-        gpu = selectors.gpu_span(uuid=uuid)  # first: a missing GPU is a 404 whatever the query, which defaults from it
+    def get(self, request, id: str):
+        gpu = selectors.gpu_span(device_id=id)  # first: a missing device is a 404 whatever the query, which defaults from it
         query = SummaryQuerySerializer.read(request, gpu=gpu)
         rows = selectors.gpu_telemetry_summary(
             gpu_id=gpu.id, start=query["start_time"], end=query["end_time"], bucket_seconds=query["bucket_seconds"],
-            aggregates=query["agg"], metric_ids=query["metric_ids"],
+            aggregates=query["agg"], metric_ids=query["metric_ids"], attribution=query["attribution"],
         )
-        return HttpResponse(SummarySerializer.write(gpu=uuid, query=query, rows=rows), content_type="application/json")
+        return HttpResponse(SummarySerializer.write(gpu=id, query=query, rows=rows), content_type="application/json")
 
 
 class GpuLatestView(APIView):
     @schema.GPU_LATEST
-    def get(self, request, uuid: str):
-        gpu = selectors.gpu_span(uuid=uuid)
+    def get(self, request, id: str):
+        gpu = selectors.gpu_span(device_id=id)
         rows = selectors.gpu_latest_values(gpu_id=gpu.id)
-        return Response(LatestSerializer({"gpu": uuid, "results": rows}).data)
+        return Response(LatestSerializer({"gpu": id, "results": rows}).data)

@@ -32,8 +32,8 @@ def test_spectacular_validates_without_warnings(tmp_path):
 def test_every_parameter_and_field_has_a_description_and_an_example():
     spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
     assert set(spec["paths"]) >= {
-        "/api/v1/gpus", "/api/v1/gpus/{uuid}", "/api/v1/gpus/{uuid}/telemetry", "/api/v1/gpus/{uuid}/telemetry/summary",
-        "/api/v1/gpus/{uuid}/latest", "/api/v1/hosts", "/api/v1/hosts/{hostname}/gpus", "/api/v1/metrics",
+        "/api/v1/gpus", "/api/v1/gpus/{id}", "/api/v1/gpus/{id}/telemetry", "/api/v1/gpus/{id}/telemetry/summary",
+        "/api/v1/gpus/{id}/latest", "/api/v1/hosts", "/api/v1/hosts/{hostname}/gpus", "/api/v1/metrics",
     }
     missing = []
     for path, operations in spec["paths"].items():
@@ -52,9 +52,27 @@ def test_every_parameter_and_field_has_a_description_and_an_example():
 
 def test_times_without_zone_are_documented_as_utc():
     spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
-    params = spec["paths"]["/api/v1/gpus/{uuid}/telemetry"]["get"]["parameters"]
+    params = spec["paths"]["/api/v1/gpus/{id}/telemetry"]["get"]["parameters"]
     start = next(p for p in params if p["name"] == "start_time")
     assert "without a zone offset is taken as UTC" in start["description"]
+
+
+def test_devices_are_documented_with_their_ids_mig_fields_and_filters():
+    spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    gpu = spec["components"]["schemas"]["Gpu"]["properties"]
+    for field in ("mig_instance", "mig_profile", "parent", "namespace", "pod", "container"):
+        assert gpu[field]["nullable"] is True, field
+    assert "null for a whole GPU" in gpu["parent"]["description"] and "null for a whole GPU" in gpu["mig_instance"]["description"]
+    assert gpu["id"]["example"].endswith(":mig1")
+    for path in ("/api/v1/gpus/{id}", "/api/v1/gpus/{id}/telemetry", "/api/v1/gpus/{id}/telemetry/summary", "/api/v1/gpus/{id}/latest"):
+        [device] = [p for p in spec["paths"][path]["get"]["parameters"] if p["in"] == "path"]
+        assert device["name"] == "id" and {e["value"].endswith(":mig1") for e in device["examples"].values()} == {True, False}
+    params = {
+        path: {p["name"] for p in spec["paths"][path]["get"]["parameters"]}
+        for path in ("/api/v1/gpus", "/api/v1/gpus/{id}/telemetry", "/api/v1/gpus/{id}/telemetry/summary")
+    }
+    assert {"mig", "parent", "namespace", "pod", "container"} <= params["/api/v1/gpus"]
+    assert {"namespace", "pod", "container"} <= params["/api/v1/gpus/{id}/telemetry"] & params["/api/v1/gpus/{id}/telemetry/summary"]
 
 
 @pytest.mark.parametrize("url", ["/api/docs/", "/api/redoc/"])

@@ -14,6 +14,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
 from config.wsgi import application
+from tests.api.conftest import GPU_HOST, GPU_UUID, MIG_T0, store_samples
 
 pytestmark = pytest.mark.django_db
 
@@ -36,8 +37,18 @@ def keep_test_connection():
     request_finished.connect(close_old_connections)
 
 
+@pytest.fixture
+def mig_instance_of_the_example(sample_data):
+    """A MIG instance of the schema's example GPU, its readings attributed, so the examples' MIG id and filters find data."""
+    start = int(MIG_T0.timestamp()) * 1_000_000
+    store_samples(uuid=GPU_UUID, hostname=GPU_HOST, index=0, mig_instance=1, mig_profile="3g.40gb", rows=[
+        ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", start + step * 1_000_000, 0.5, ("ml-training", "trainer-7d9f8c6b5-x2vqp", "trainer"))
+        for step in range(30)
+    ])
+
+
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_answers_every_input_within_its_schema(case, sample_data, keep_test_connection):
+def test_api_answers_every_input_within_its_schema(case, sample_data, mig_instance_of_the_example, keep_test_connection):
     response = case.call()
     case.validate_response(response, checks=CHECKS)

@@ -75,7 +75,7 @@ def test_window_is_the_readings_samples_by_time_then_metric(gappy):
     assert len(everything) == stored_count(gpu_id=gappy) > 200
     keys = [(datetime.fromisoformat(ts), metric_id) for ts, metric_id, _ in everything]
     assert keys == sorted(set(keys))  # strictly by (time, metric): no sample twice
-    assert selectors.gpu_telemetry_window(gpu_uuid=GPU_UUID, limit=10**6) == everything
+    assert selectors.gpu_telemetry_window(device_id=GPU_UUID, limit=10**6) == everything
     assert selectors.gpu_telemetry_window(gpu_id=gappy, order="desc", limit=10**6) == everything[::-1]
 
 
@@ -100,10 +100,10 @@ def test_window_filters_and_keyset_positions_match_a_brute_force_walk(gappy):
 
 def test_window_of_an_unknown_gpu_is_a_404_and_of_an_empty_window_is_empty(gappy):
     with pytest.raises(Http404):
-        selectors.gpu_telemetry_window(gpu_uuid="GPU-unknown")
+        selectors.gpu_telemetry_window(device_id="GPU-unknown")
     with pytest.raises(Http404):
-        selectors.gpu_telemetry_window(gpu_uuid="GPU-\x00")
-    assert selectors.gpu_telemetry_window(gpu_uuid=GPU_UUID, end=T0 - timedelta(days=1)) == []
+        selectors.gpu_telemetry_window(device_id="GPU-\x00")
+    assert selectors.gpu_telemetry_window(device_id=GPU_UUID, end=T0 - timedelta(days=1)) == []
     with pytest.raises(TypeError):
         selectors.gpu_telemetry_window(gpu_id=gappy, after=selectors.Position(T0, 1), before=selectors.Position(T0, 1))
 
@@ -193,3 +193,45 @@ def test_ingest_counters_name_every_counter(sample_data):
     assert set(counters) == {
         IngestCounter.SAMPLES_STORED, IngestCounter.SAMPLES_DUPLICATE, IngestCounter.ROWS_REJECTED, IngestCounter.BATCHES_DEAD_LETTERED,
     }
+
+
+@pytest.mark.parametrize("attribution", [
+    {"namespace": "ns-a"}, {"pod": "p2"}, {"namespace": "ns-a", "pod": "p3"}, {"container": "c"},
+    {"namespace": "ns-b", "pod": "p3", "container": "d"}, {"pod": "nowhere"},
+])
+def test_window_and_summary_of_an_attribution_are_those_of_the_readings_that_carry_it(sample_data, attribution):
+    """Readings of a changing pod, some with none: the SQL filter against the ORM's join to the label sets."""
+    rng = random.Random(3)
+    owners = [("ns-a", "p1", "c"), ("ns-a", "p2", "c"), ("ns-b", "p3", "d"), None]
+    rows = []
+    for step in range(60):
+        owner = rng.choice(owners)
+        for metric in rng.sample(METRICS, rng.randint(1, len(METRICS))):
+            rows.append((metric, us(T0 + timedelta(seconds=10 + step)), float(rng.randrange(100)), owner))
+    store_samples(uuid=GPU_UUID, hostname=GPU_HOST, index=0, rows=rows)
+    gpu_id = Gpu.objects.get(uuid=GPU_UUID).pk
+    carrying = samples(gpu_id=gpu_id, **{f"label_set__{name}": value for name, value in attribution.items()})
+    expected = [(text(ts), m, v) for ts, m, v in carrying]
+    # No reading carries a pod that never ran, nor p3 in ns-a: each filter narrows the same reading.
+    assert (len(expected) > 0) == (attribution not in ({"pod": "nowhere"}, {"namespace": "ns-a", "pod": "p3"}))
+    chosen = selectors.Attribution(**attribution)
+    assert selectors.gpu_telemetry_window(gpu_id=gpu_id, attribution=chosen, limit=10**6) == expected
+    assert selectors.gpu_telemetry_window(device_id=GPU_UUID, attribution=chosen, order="desc", limit=10**6) == expected[::-1]
+    for key in random.Random(4).sample([(ts, m) for ts, m, _ in carrying], min(10, len(carrying))):
+        after = selectors.gpu_telemetry_window(gpu_id=gpu_id, attribution=chosen, after=selectors.Position(*key), limit=5)
+        at = [(text(ts), m) for ts, m, _ in carrying].index((text(key[0]), key[1]))
+        assert after == expected[at + 1:at + 6]
+    summary = selectors.gpu_telemetry_summary(
+        gpu_id=gpu_id, start=T0, end=T0 + timedelta(hours=1), bucket_seconds=3600, aggregates=["count", "sum"], attribution=chosen,
+    )
+    counts = {metric_id: json.loads(points)[0]["count"] for metric_id, points in summary}
+    assert counts == {m: sum(1 for _, mm, _ in carrying if mm == m) for m in {m for _, m, _ in carrying}}
+
+
+def test_device_lookup_reads_only_a_devices_own_id():
+    assert selectors.device_lookup(GPU_UUID) == (GPU_UUID, None)
+    assert selectors.device_lookup(f"{GPU_UUID}:mig0") == (GPU_UUID, 0)
+    assert selectors.device_lookup(f"{GPU_UUID}:mig14") == (GPU_UUID, 14)
+    for impossible in (f"{GPU_UUID}:mig014", f"{GPU_UUID}:mig32768", f"{GPU_UUID}:mig²", f"{GPU_UUID}:mig١", "GPU-\x00"):
+        with pytest.raises(Http404):
+            selectors.device_lookup(impossible)

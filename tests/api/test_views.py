@@ -61,7 +61,13 @@ def test_gpus_lists_every_gpu_of_the_sample(sample_data, api):
     assert len(body["results"]) == 247
     assert len({g["uuid"] for g in body["results"]}) == 247
     first = body["results"][0]
-    assert set(first) == {"uuid", "hostname", "index", "device", "model", "first_seen", "last_seen", "sample_count"}
+    assert set(first) == {
+        "id", "uuid", "mig_instance", "mig_profile", "parent", "hostname", "index", "device", "model",
+        "namespace", "pod", "container", "first_seen", "last_seen", "sample_count",
+    }
+    # The sample has whole GPUs only, each with its UUID as its id, and no attribution.
+    assert all(g["id"] == g["uuid"] and g["mig_instance"] is g["parent"] is g["mig_profile"] is None for g in body["results"])
+    assert all(g["namespace"] is g["pod"] is g["container"] is None for g in body["results"])
     assert [(g["hostname"], g["index"]) for g in body["results"]] == sorted((g["hostname"], g["index"]) for g in body["results"])
 
 

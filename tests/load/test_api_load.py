@@ -80,11 +80,12 @@ def test_fifty_clients_while_ingesting_get_no_error(api_server, worker_process, 
     )
     try:
         assert wait_until(lambda: Gpu.objects.count() >= 200 and stored_count() >= 2000, timeout=60)
-        probe = Gpu.objects.first().uuid
+        probe = Gpu.objects.first().device_id
         status, _ = get(api_server, f"/api/v1/gpus/{probe}/telemetry?limit=1")
         if status == 404:
-            pytest.skip("/api/v1/gpus/{uuid}/telemetry answers 404: the API is not there yet")
-        uuids = list(Gpu.objects.values_list("uuid", flat=True))
+            pytest.skip("/api/v1/gpus/{id}/telemetry answers 404: the API is not there yet")
+        # Device ids, not UUIDs: a GPU's MIG instances share its UUID.
+        device_ids = [gpu.device_id for gpu in Gpu.objects.only("uuid", "mig_instance")]
         stored_before = stored_count()
 
         latencies: list[float] = []
@@ -95,11 +96,11 @@ def test_fifty_clients_while_ingesting_get_no_error(api_server, worker_process, 
         def client(seed: int) -> None:
             rng = random.Random(seed)
             while time.monotonic() < deadline:
-                uuid = rng.choice(uuids)
+                device_id = rng.choice(device_ids)
                 if rng.random() < 0.7:
-                    path = f"/api/v1/gpus/{uuid}/telemetry?" + urlencode({"limit": 1000, "order": "desc"})
+                    path = f"/api/v1/gpus/{device_id}/telemetry?" + urlencode({"limit": 1000, "order": "desc"})
                 else:
-                    path = f"/api/v1/gpus/{uuid}/telemetry/summary?" + urlencode({"bucket": "1m", "agg": "avg,min,max,last"})
+                    path = f"/api/v1/gpus/{device_id}/telemetry/summary?" + urlencode({"bucket": "1m", "agg": "avg,min,max,last"})
                 began = time.perf_counter()
                 try:
                     status, body = get(api_server, path)

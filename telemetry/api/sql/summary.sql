@@ -2,7 +2,8 @@
 -- to the epoch): a row per metric, its points one JSON array oldest first, written here because
 -- formatting them in Python cost more than the query. summary_of_metrics.sql is the same for some.
 -- gpu_id; start, end: inclusive bounds; bucket_seconds; aggregates: names out of avg, min, max,
--- first, last, count and sum, in the order each point lists them.
+-- first, last, count and sum, in the order each point lists them; namespace, pod, container: only
+-- readings whose label set has these (null: any).
 -- In the template, %% is psycopg's escape for a literal percent sign.
 WITH point AS (
     -- Fields in the order asked: each placeholder numbers a format() argument below, as placed in this ARRAY.
@@ -35,6 +36,13 @@ FROM (
     -- values[i] is metric id i; unnested, each value is read once, where picking by position reads it per aggregate.
     CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
     WHERE r.gpu_id = %(gpu_id)s AND r."timestamp" >= %(start)s AND r."timestamp" <= %(end)s AND u.value IS NOT NULL
+      -- Without an attribution filter the first test is a constant true, and the planner drops the subquery.
+      AND (coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL OR r.label_set_id IN (
+          SELECT l.id FROM telemetry_labelset AS l
+          WHERE (%(namespace)s::text IS NULL OR l.namespace = %(namespace)s::text)
+            AND (%(pod)s::text IS NULL OR l.pod = %(pod)s::text)
+            AND (%(container)s::text IS NULL OR l.container = %(container)s::text)
+      ))
     GROUP BY 1, 2
 ) AS b
 GROUP BY b.metric_id

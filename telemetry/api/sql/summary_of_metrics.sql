@@ -34,6 +34,13 @@ FROM (
         SELECT m.id AS metric_id, r."values"[m.id] AS value FROM unnest(%(metric_ids)s::integer[]) AS m(id)
     ) AS u
     WHERE r.gpu_id = %(gpu_id)s AND r."timestamp" >= %(start)s AND r."timestamp" <= %(end)s AND u.value IS NOT NULL
+      -- Without an attribution filter the first test is a constant true, and the planner drops the subquery.
+      AND (coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL OR r.label_set_id IN (
+          SELECT l.id FROM telemetry_labelset AS l
+          WHERE (%(namespace)s::text IS NULL OR l.namespace = %(namespace)s::text)
+            AND (%(pod)s::text IS NULL OR l.pod = %(pod)s::text)
+            AND (%(container)s::text IS NULL OR l.container = %(container)s::text)
+      ))
     GROUP BY 1, 2
 ) AS b
 GROUP BY b.metric_id
