@@ -1,4 +1,5 @@
-"""Django admin for browsing GPU data: GPUs with their latest values and a chart, and read-only readings.
+"""Django admin for browsing GPU data: devices (whole GPUs and MIG instances) with their latest values
+and a chart of whatever metrics each reported, and read-only readings.
 
 A reading is one GPU's metric values at one time (each value a sample). The reading table may hold
 millions of rows, so its changelist never counts it in full (a bounded count), never sorts it by
@@ -15,7 +16,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
-from django.db.models import Max, Min
+from django.db.models import F, Max, Min
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.functional import cached_property
@@ -63,14 +64,38 @@ class StaleFilter(admin.SimpleListFilter):
         return queryset
 
 
+class MigFilter(admin.SimpleListFilter):
+    title = "MIG"
+    parameter_name = "mig"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Whole GPUs"), ("yes", "MIG instances")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(mig_instance__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(Gpu)
 class GpuAdmin(ReadOnlyAdmin):
-    list_display = ["hostname", "index", "uuid", "model_name", "last_seen", "is_stale", "sample_count"]
-    list_filter = [StaleFilter, "hostname", "model_name"]
+    list_display = [
+        "hostname", "index", "instance", "profile", "uuid", "model_name", "last_seen", "is_stale", "sample_count",
+    ]
+    list_filter = [StaleFilter, MigFilter, "hostname", "model_name"]
     search_fields = ["uuid", "hostname"]
-    ordering = ["hostname", "index"]
+    # A whole GPU before its MIG instances, which share its host and index.
+    ordering = ["hostname", "index", F("mig_instance").asc(nulls_first=True)]
     list_per_page = 100
     change_form_template = "admin/telemetry/gpu/change_form.html"
+
+    @admin.display(description="MIG instance", ordering="mig_instance", empty_value="-")
+    def instance(self, gpu: Gpu) -> int | None:
+        return gpu.mig_instance
+
+    @admin.display(description="MIG profile", ordering="mig_profile", empty_value="-")
+    def profile(self, gpu: Gpu) -> str | None:
+        return gpu.mig_profile or None
 
     @admin.display(boolean=True, description="Stale", ordering="last_seen")
     def is_stale(self, gpu: Gpu) -> bool:
@@ -84,11 +109,16 @@ class GpuAdmin(ReadOnlyAdmin):
             extra["chart_svg"] = gpu_chart_svg(gpu=gpu)
             extra["readings_url"] = reverse("admin:telemetry_reading_changelist") + f"?gpu__id__exact={gpu.pk}"
             extra["api_url"] = reverse("api:gpu-telemetry", kwargs={"id": gpu.device_id})
+            if gpu.mig_instance is None:
+                extra["mig_instances"] = Gpu.objects.filter(uuid=gpu.uuid, mig_instance__isnull=False).order_by("mig_instance")
+            else:
+                # The parent is a device of its own only when it reported as a whole GPU too.
+                extra["parent_gpu"] = Gpu.objects.filter(uuid=gpu.uuid, mig_instance=None).first()
         return super().change_view(request, object_id, form_url, extra)
 
 
 def gpu_chart_svg(*, gpu: Gpu, window: timedelta = CHART_WINDOW) -> str:
-    """One small line chart per metric over the GPU's last `window` of samples, as inline SVG."""
+    """One small line chart per metric the device reported over its last `window` of samples, as inline SVG."""
     rows = selectors.gpu_telemetry_window(
         gpu_id=gpu.pk, start=gpu.last_seen - window, end=gpu.last_seen, order="desc", limit=CHART_MAX_SAMPLES
     )
@@ -183,8 +213,12 @@ class HostFilter(admin.SimpleListFilter):
         return queryset.filter(gpu_id__in=Gpu.objects.filter(hostname=self.value()).values("pk"))
 
 
+def _mig_suffix(gpu: Gpu) -> str:
+    return "" if gpu.mig_instance is None else f" MIG {gpu.mig_instance}"
+
+
 class GpuFilter(admin.SimpleListFilter):
-    """One GPU (the link from a GPU's page); the choices are the chosen host's GPUs, not all of them."""
+    """One device (the link from a GPU's page); the choices are the chosen host's devices, not all of them."""
 
     title = "GPU"
     parameter_name = GPU_PARAM
@@ -198,7 +232,8 @@ class GpuFilter(admin.SimpleListFilter):
             gpus = Gpu.objects.filter(pk=int(chosen))
         else:
             return []
-        return [(str(gpu.pk), f"{gpu.hostname}/{gpu.index}") for gpu in gpus.order_by("index", "pk")]
+        gpus = gpus.order_by("index", F("mig_instance").asc(nulls_first=True), "pk")
+        return [(str(gpu.pk), f"{gpu.hostname}/{gpu.index}{_mig_suffix(gpu)}") for gpu in gpus]
 
     def has_output(self):
         # Applied whenever given: an unknown GPU lists no readings instead of every GPU's.

@@ -1,4 +1,4 @@
-"""The admin: GPU list and page (latest values, chart, readings link), read-only readings that stay cheap."""
+"""The admin: GPU list and page (latest values, chart, readings link, MIG instances), read-only readings that stay cheap."""
 import re
 
 import pytest
@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from telemetry.admin import BoundedCountPaginator
 from telemetry.models import Gpu, Metric, Reading
-from tests.api.conftest import GPU_HOST, GPU_UUID
+from tests.api.conftest import GPU_HOST, GPU_UUID, GR_ACTIVE, MIG_HOST, MIG_PARENT, TEMP, UTIL, store_mig_devices, store_samples
 from tests.samples import stored_count
 
 pytestmark = pytest.mark.django_db
@@ -108,3 +108,53 @@ def test_readings_page_never_counts_or_scans_the_whole_table(sample_data, admin_
     listing = [q["sql"] for q in queries.captured_queries if "telemetry_reading" in q["sql"] and "ORDER BY" in q["sql"]]
     by_index = f'"gpu_id" = {gpu.pk} ORDER BY "telemetry_reading"."gpu_id" DESC, "telemetry_reading"."timestamp" DESC'
     assert listing and all(by_index in sql for sql in listing), listing
+
+
+def test_mig_instances_in_the_gpu_list_and_pages(db, admin_client):
+    store_mig_devices()
+    whole = Gpu.objects.get(uuid=MIG_PARENT, mig_instance=None)
+    first = Gpu.objects.get(uuid=MIG_PARENT, mig_instance=1)
+    listing = admin_client.get("/admin/telemetry/gpu/").content.decode()
+    assert "3 GPUs" in listing and "MIG instance" in listing and "MIG profile" in listing
+    assert "3g.40gb" in listing and "1g.10gb" in listing
+    # The whole GPU comes before its instances, which share its host and index.
+    assert listing.index(f"/admin/telemetry/gpu/{whole.pk}/change/") < listing.index(f"/admin/telemetry/gpu/{first.pk}/change/")
+    assert "1 GPU" in admin_client.get("/admin/telemetry/gpu/", {"mig": "no"}).content.decode()
+    instances = admin_client.get("/admin/telemetry/gpu/", {"mig": "yes"}).content.decode()
+    assert "2 GPUs" in instances and f"/admin/telemetry/gpu/{whole.pk}/change/" not in instances
+
+    page = admin_client.get(f"/admin/telemetry/gpu/{first.pk}/change/").content.decode()
+    assert '<strong id="gpu-mig-instance">1</strong>' in page and '<strong id="gpu-mig-profile">3g.40gb</strong>' in page
+    assert f'href="/admin/telemetry/gpu/{whole.pk}/change/" id="gpu-parent-link"' in page
+    assert f"/api/v1/gpus/{MIG_PARENT}:mig1/telemetry" in page
+    parent = admin_client.get(f"/admin/telemetry/gpu/{whole.pk}/change/").content.decode()
+    mig_table = parent.split('id="gpu-mig-instances"')[1].split("</fieldset>")[0]
+    assert mig_table.count("/admin/telemetry/gpu/") == 2 and "3g.40gb" in mig_table and "1g.10gb" in mig_table
+    assert 'id="gpu-mig"' not in parent and f'"/api/v1/gpus/{MIG_PARENT}/telemetry"' in parent
+
+
+def test_chart_and_latest_of_an_instance_show_the_metrics_it_has(db, admin_client):
+    store_mig_devices()
+    instance = Gpu.objects.get(uuid=MIG_PARENT, mig_instance=2)
+    html = admin_client.get(f"/admin/telemetry/gpu/{instance.pk}/change/").content.decode()
+    assert re.findall(r'<g class="metric" data-metric="([^"]+)"', html) == [GR_ACTIVE]
+    assert "latest 0.25" in html
+    latest = html.split('id="gpu-latest"')[1]
+    assert latest.count("<tr><td>DCGM_FI_") == 1 and f"<tr><td>{GR_ACTIVE}</td>" in latest
+    whole = Gpu.objects.get(uuid=MIG_PARENT, mig_instance=None)
+    html = admin_client.get(f"/admin/telemetry/gpu/{whole.pk}/change/").content.decode()
+    assert re.findall(r'<g class="metric" data-metric="([^"]+)"', html) == [TEMP, UTIL]
+    # A parent that is no device of its own: the instance's page names it without a link.
+    store_samples(uuid="GPU-miggy", hostname=MIG_HOST, index=3, mig_instance=0, mig_profile="7g.80gb",
+                  rows=[(GR_ACTIVE, 1_752_868_800_000_000, 1.0)])
+    lone = Gpu.objects.get(uuid="GPU-miggy")
+    html = admin_client.get(f"/admin/telemetry/gpu/{lone.pk}/change/").content.decode()
+    assert "GPU-miggy (not stored as a device of its own)" in html and 'id="gpu-parent-link"' not in html
+
+
+def test_readings_gpu_filter_names_mig_instances(db, admin_client):
+    store_mig_devices()
+    html = admin_client.get("/admin/telemetry/reading/", {"gpu__hostname": MIG_HOST}).content.decode()
+    assert f"{MIG_HOST}/0 MIG 1" in html and f"{MIG_HOST}/0 MIG 2" in html
+    first = Gpu.objects.get(uuid=MIG_PARENT, mig_instance=1)
+    assert "20 readings" in admin_client.get("/admin/telemetry/reading/", {"gpu__id__exact": first.pk}).content.decode()
