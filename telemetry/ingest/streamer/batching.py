@@ -16,8 +16,8 @@ class BatchBuilder:
     """
 
     def __init__(self) -> None:
-        # (device key, ts) → [gpu, labels, metric names, values, creation number]; dicts keep insertion order.
-        self._readings: dict[tuple[str, int], list] = {}
+        # (uuid, mig_instance, ts) → [gpu, labels, metric names, values, creation number]; dicts keep insertion order.
+        self._readings: dict[tuple[str, int | None, int], list] = {}
         self._samples = 0
         self.readings_created = 0
 
@@ -27,10 +27,12 @@ class BatchBuilder:
 
     def add(self, sample: Sample) -> int:
         """Hold `sample` in its reading; returns the samples now held."""
-        key = (sample.gpu.key, sample.timestamp_us)
+        # The device key's fields, not GpuInfo.key: a property call per sample is a hot-path cost.
+        gpu = sample.gpu
+        key = (gpu.uuid, gpu.mig_instance, sample.timestamp_us)
         reading = self._readings.get(key)
         if reading is None:
-            reading = self._readings[key] = [sample.gpu, sample.labels, [], [], self.readings_created]
+            reading = self._readings[key] = [gpu, sample.labels, [], [], self.readings_created]
             self.readings_created += 1
         reading[2].append(sample.metric)
         reading[3].append(sample.value)
@@ -56,7 +58,7 @@ class BatchBuilder:
         for key in keys:
             gpu, labels, metrics, values, _ = self._readings.pop(key)
             batch.gpu.append(tables.gpu_index(gpu))
-            batch.ts.append(key[1])
+            batch.ts.append(key[2])
             batch.label.append(tables.label_index(labels))
             batch.size.append(len(values))
             batch.metric.extend(tables.metric_indexes(metrics))
