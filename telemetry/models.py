@@ -72,9 +72,9 @@ class Gpu(models.Model):
 
 
 def device_key(device_id: str) -> tuple[str, int | None]:
-    """(uuid, mig_instance) of a device id (see `Gpu.device_id`)."""
+    """(uuid, mig_instance) of a device id (see `Gpu.device_id`); ValueError for digits int() cannot read."""
     uuid, separator, instance = device_id.rpartition(MIG_ID_SEPARATOR)
-    if separator and instance.isascii() and instance.isdigit() and uuid:
+    if separator and instance.isdigit() and uuid:
         return uuid, int(instance)
     return device_id, None
 
