@@ -83,7 +83,7 @@ def _instance_readings(nvml: Any, mig_handle: Any) -> dict[str, Callable[[], flo
 
 def _memory_info(nvml: Any, handle: Any) -> Any:
     """Framebuffer memory as DCGM and nvidia-smi count it: version 2 leaves the driver's reserved
-    memory out of `used` (on an idle H100, version 1 said 480 MiB used where nvidia-smi said 0).
+    memory out of `used`; version 1 counts it as used.
     A library or driver without version 2 gives version 1."""
     version = getattr(nvml, "nvmlMemory_v2", None)
     if version is not None:

@@ -154,7 +154,7 @@ def fake_pynvml(*, gpus: int, init_error: bool = False, power_unsupported_on: in
             total = int(slot.total_gib * 2**30)
             used = int(slot.used_gib * 2**30)
             return Memory(total, used, total - used)
-        # Version 1 counts the driver's reserved 480 MiB as used; version 2 does not (as on an H100).
+        # Version 1 counts the driver's reserved memory as used; version 2 does not.
         if version is None:
             return Memory(80 * 2**30, 2**30 + 480 * 2**20, 79 * 2**30 - 480 * 2**20)
         if not memory_v2:
