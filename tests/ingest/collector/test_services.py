@@ -201,6 +201,40 @@ def _ticks(first: int, count: int = 1) -> Batch:
     return fleet_batch(gpus=2, ticks=count, start_us=START_US + first * 1_000_000)
 
 
+def _store_while_another_holds_its_commit(first: Batch, second: Batch, *, max_per_gpu: int) -> dict[str, object]:
+    """Two workers: the first stores `first` and commits only once the second, storing `second`
+    with a snapshot from before that commit, waits on its locks. Their results, by name."""
+    holding, release, results = threading.Event(), threading.Event(), {}
+
+    def hold_first() -> None:
+        try:
+            with transaction.atomic():
+                results["first"] = samples_persist(batch=first, max_per_gpu=max_per_gpu)
+                holding.set()
+                release.wait(10)
+        finally:
+            holding.set()
+            connection.close()
+
+    def store_second() -> None:
+        try:
+            results["second"] = samples_persist(batch=second, max_per_gpu=max_per_gpu)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=hold_first), threading.Thread(target=store_second)]
+    workers[0].start()
+    holding.wait(10)
+    workers[1].start()
+    try:
+        _wait_for_a_lock_wait()
+    finally:
+        release.set()
+        for worker in workers:
+            worker.join(30)
+    return results
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("before, first, second, limit, kept, trimmed", [
     # Both trim the same oldest reading: the second's plan is stale, its delete finds the row gone.
@@ -216,34 +250,7 @@ def test_a_worker_whose_gpus_another_changed_meanwhile_still_keeps_exactly_the_n
     """The trim planned from a snapshot made stale by another worker's commit: counts and kept samples stay exact."""
     for batch, max_per_gpu in before:
         samples_persist(batch=batch, max_per_gpu=max_per_gpu)
-    holding, release, results = threading.Event(), threading.Event(), {}
-
-    def hold_first() -> None:  # committed only once the second worker waits on it
-        try:
-            with transaction.atomic():
-                results["first"] = samples_persist(batch=first, max_per_gpu=limit)
-                holding.set()
-                release.wait(10)
-        finally:
-            holding.set()
-            connection.close()
-
-    def store_second() -> None:  # its statement reads the table as it was before the first committed
-        try:
-            results["second"] = samples_persist(batch=second, max_per_gpu=limit)
-        finally:
-            connection.close()
-
-    workers = [threading.Thread(target=hold_first), threading.Thread(target=store_second)]
-    workers[0].start()
-    holding.wait(10)
-    workers[1].start()
-    try:
-        _wait_for_a_lock_wait()
-    finally:
-        release.set()
-        for worker in workers:
-            worker.join(30)
+    results = _store_while_another_holds_its_commit(first, second, max_per_gpu=limit)
     assert (results["first"].trimmed, results["second"].trimmed) == trimmed
     for row in Gpu.objects.all():
         assert sorted({ts for _, _, ts, _ in stored_samples(gpu=row)}) == [
@@ -363,33 +370,6 @@ def test_device_order_puts_a_whole_gpu_before_its_instances():
 def test_two_workers_creating_the_same_new_devices_store_each_device_and_sample_once():
     """The second worker's create waits on the first's uncommitted rows, whole GPUs' NULL instance included."""
     batch = devices_batch(ticks=2)
-    holding, release, results = threading.Event(), threading.Event(), {}
-
-    def hold_first() -> None:
-        try:
-            with transaction.atomic():
-                results["first"] = samples_persist(batch=batch, max_per_gpu=0)
-                holding.set()
-                release.wait(10)
-        finally:
-            holding.set()
-            connection.close()
-
-    def store_second() -> None:
-        try:
-            results["second"] = samples_persist(batch=batch, max_per_gpu=0)
-        finally:
-            connection.close()
-
-    workers = [threading.Thread(target=hold_first), threading.Thread(target=store_second)]
-    workers[0].start()
-    holding.wait(10)
-    workers[1].start()
-    try:
-        _wait_for_a_lock_wait()
-    finally:
-        release.set()
-        for worker in workers:
-            worker.join(30)
+    results = _store_while_another_holds_its_commit(batch, batch, max_per_gpu=0)
     assert (results["first"].stored, results["second"].stored, results["second"].duplicates) == (16, 0, 16)
     assert [row[3] for row in _devices()] == [4, 4, 4, 4]
