@@ -122,7 +122,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # A batch that fails unexpectedly or hits the time limit is rejected to the dead-letter queue,
 # where it can be inspected and replayed, instead of being acknowledged and lost.
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
-CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("COLLECTOR_PREFETCH", 1, minimum=1)
+# Batches each worker process may hold unacknowledged: enough for the group it stores and the
+# next one it gathers meanwhile (COLLECTOR_GROUP_SAMPLES over batches of 200 samples, twice).
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("COLLECTOR_PREFETCH", 200, minimum=1)
 # Well below RabbitMQ's consumer_timeout (30 min): a stuck batch is killed and redelivered first.
 CELERY_TASK_TIME_LIMIT = env_int("COLLECTOR_TASK_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 30)
@@ -139,6 +141,10 @@ else:
 # The seed chart's collector.maxEntriesPerGPU: each GPU keeps its newest N samples, 0 = no limit.
 COLLECTOR_MAX_ENTRIES_PER_GPU = env_int("COLLECTOR_MAX_ENTRIES_PER_GPU", 10000, minimum=0)
 COLLECTOR_MAX_RETRIES = env_int("COLLECTOR_MAX_RETRIES", 12, minimum=0)
+# A worker stores queued batches as one group: up to this many samples, or whatever has come
+# after COLLECTOR_GROUP_WAIT_MS, in one transaction and one COPY.
+COLLECTOR_GROUP_SAMPLES = env_int("COLLECTOR_GROUP_SAMPLES", 20000, minimum=1)
+COLLECTOR_GROUP_WAIT_MS = env_int("COLLECTOR_GROUP_WAIT_MS", 250, minimum=1)
 COLLECTOR_HEARTBEAT_FILE = env_str("COLLECTOR_HEARTBEAT_FILE", "/tmp/collector-heartbeat")
 
 # --- Streamer (defaults for `manage.py stream`; each has a command-line flag too) ---

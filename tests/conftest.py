@@ -43,6 +43,15 @@ def manage(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
     )
 
 
+@pytest.fixture(autouse=True)
+def _references_forgotten() -> None:
+    """Each test starts with a worker that remembers no device, metric or label set: the tables
+    it remembered them from are emptied between tests."""
+    from telemetry.ingest.collector.services import references
+
+    references.clear()
+
+
 def purge_ingest_queues() -> None:
     from config.celery import app
     from telemetry.ingest.queues import dead_letter_queue, declare_ingest_queues, ingest_queue

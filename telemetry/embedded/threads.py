@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler as DjangoRequestHandler
 from django.core.wsgi import get_wsgi_application
 
+from telemetry.ingest.collector.tasks import persist_batch
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,7 +48,7 @@ class EmbeddedWorker:
         """Messages waiting in the ingest queue plus batches this worker holds or is storing."""
         with self._app.connection_for_write() as connection:
             waiting = connection.default_channel.queue_declare(settings.INGEST_QUEUE, passive=True).message_count
-        return waiting + len(worker_state.reserved_requests) + len(worker_state.active_requests)
+        return waiting + persist_batch.gathering() + len(worker_state.active_requests)
 
     def drain_and_stop(self, timeout: float = 60.0) -> bool:
         """Wait until every queued batch is stored, then stop; False if batches were still queued."""

@@ -1,4 +1,9 @@
-"""The collector's service: store a batch idempotently, trim each device to its newest N samples.
+"""The collector's service: store batches idempotently, trim each device to its newest N samples.
+
+A worker stores a group of batches (many streamers' small ones) as one: one transaction, one
+COPY, one insert statement that also sets each device's attributes and bookkeeping, and the
+counters, so a group costs about as many round trips as one batch. Ids of devices, metrics and
+label sets are remembered per process (`References`); only keys not seen before are looked up.
 
 A device is a whole GPU or one MIG GPU instance of it, stored as a Gpu row of its own keyed by
 (uuid, mig_instance): readings, sample counts and trimming are per device.
@@ -7,7 +12,7 @@ Samples are stored as readings, one row per (GPU, time) with the values in an ar
 id. A reading that arrives in parts (a time step's metrics split between batches) is merged
 into its row; a sample already stored is never overwritten, so a replay stores nothing.
 
-The write path: COPY the batch's readings into a temporary staging table, then one ordered
+The write path: COPY the group's readings into a temporary staging table, then one ordered
 `INSERT … SELECT … ON CONFLICT DO NOTHING` that also trims and updates each GPU row once; only
 when some readings already had a row, one ordered merge of those; and for GPUs still over the
 limit, the exact trim pass. Ordering keeps two workers that got the same batch (a redelivery)
@@ -67,32 +72,87 @@ def label_digest(labels: Labels) -> str:
 
 
 def samples_persist(*, batch: Batch, max_per_gpu: int) -> PersistResult:
-    """Store a batch: upsert its devices, insert its samples (duplicates ignored), trim touched devices."""
-    if not len(batch):
-        counters_add({IngestCounter.ROWS_REJECTED: batch.rejected})
+    """Store one batch (see `batches_persist`)."""
+    return batches_persist([batch], max_per_gpu=max_per_gpu)
+
+
+def batches_persist(batches: list[Batch], *, max_per_gpu: int) -> PersistResult:
+    """Store batches as one: upsert their devices, insert their samples (duplicates ignored), trim
+    touched devices and add to the counters, all in one transaction."""
+    received = sum(map(len, batches))
+    rejected = sum(batch.rejected for batch in batches)
+    if not received:
+        counters_add({IngestCounter.ROWS_REJECTED: rejected})
         return PersistResult(0, 0, 0, 0)
-    stored, trimmed = _persist(batch, max_per_gpu)
-    result = PersistResult(len(batch), stored, len(batch) - stored, trimmed)
-    counters_add({IngestCounter.SAMPLES_STORED: result.stored, IngestCounter.SAMPLES_DUPLICATE: result.duplicates, IngestCounter.ROWS_REJECTED: batch.rejected})
-    return result
+    try:
+        stored, trimmed = _group_store(batches, received, rejected, max_per_gpu)
+    except ReferencesGone as exc:
+        logger.warning("%s; looking every reference up again", exc)
+        references.clear()
+        stored, trimmed = _group_store(batches, received, rejected, max_per_gpu)
+    return PersistResult(received, stored, received - stored, trimmed)
+
+
+def _group_store(batches: list[Batch], received: int, rejected: int, max_per_gpu: int) -> tuple[int, int]:
+    group = readings_of(batches)
+    with transaction.atomic(), connection.cursor() as cursor:
+        stored, trimmed = _readings_store(cursor, group, max_per_gpu)
+        _counters_add(cursor, {IngestCounter.SAMPLES_STORED: stored, IngestCounter.SAMPLES_DUPLICATE: received - stored,
+                               IngestCounter.ROWS_REJECTED: rejected})
+    return stored, trimmed
 
 
 def counters_add(deltas: dict[str, int]) -> None:
-    """Add to the shared counters in their own short transaction (never inside the batch's)."""
-    rows = sorted((name, delta) for name, delta in deltas.items() if delta)
-    if not rows:
-        return
+    """Add to the shared counters in a short transaction of their own (a batch adds in its own)."""
     with transaction.atomic(), connection.cursor() as cursor:
+        _counters_add(cursor, deltas)
+
+
+def _counters_add(cursor, deltas: dict[str, int]) -> None:
+    rows = sorted((name, delta) for name, delta in deltas.items() if delta)
+    if rows:
         cursor.execute(_COUNTERS_ADD, {"names": [name for name, _ in rows], "deltas": [delta for _, delta in rows]})
 
 
-# --- Reference tables (GPUs, metrics, label sets) ---
+# --- Reference tables (GPUs, metrics, label sets), remembered by each worker ---
 
-
-# A device's key (uuid, mig_instance) never changes; these can (it moved host, was re-profiled).
-_GPU_ATTRIBUTES = ("hostname", "index", "device", "model_name", "mig_profile")
 
 DeviceKey = tuple[str, int | None]
+
+
+class References:
+    """The ids of the devices, metrics and label sets this process has seen committed.
+
+    Rules that keep it correct with many workers:
+    - an id enters only once the transaction that read or created it has committed, so a
+      rolled-back creation is never remembered;
+    - a key not remembered is looked up, and created if missing, with ON CONFLICT DO NOTHING
+      and a second look-up, so a row another worker created is found, never duplicated;
+    - reference rows are never deleted or renumbered (the admin is read-only, retention
+      deletes readings only), so a remembered id stays valid; whoever empties these tables by
+      hand (tests, benchmarks) calls `clear()`, or restarts the collectors;
+    - a device's attributes (host, index, …) are not remembered: each write sets them.
+    """
+
+    MAX_ENTRIES = 200_000  # per table; past it the table's entries are forgotten (pods come and go)
+
+    def __init__(self) -> None:
+        self.devices: dict[DeviceKey, int] = {}
+        self.metrics: dict[str, int] = {}
+        self.label_sets: dict[str, int] = {}
+
+    def clear(self) -> None:
+        for table in (self.devices, self.metrics, self.label_sets):
+            table.clear()
+
+    def remember(self, devices: dict[DeviceKey, int], metrics: dict[str, int], label_sets: dict[str, int]) -> None:
+        for table, found in ((self.devices, devices), (self.metrics, metrics), (self.label_sets, label_sets)):
+            if len(table) + len(found) > self.MAX_ENTRIES:
+                table.clear()
+            table.update(found)
+
+
+references = References()
 
 
 def int_array(values: Iterable[int]) -> str:
@@ -119,43 +179,58 @@ def device_order(key: DeviceKey) -> tuple[str, int]:
     return uuid, -1 if instance is None else instance
 
 
-def _gpus_known(keys: list[DeviceKey]) -> dict[DeviceKey, tuple]:
-    """(uuid, mig_instance) → (id, hostname, index, device, model_name, mig_profile) of the devices stored."""
+ReferenceIds = tuple[dict[DeviceKey, int], dict[str, int], dict[Labels, int]]
+
+
+def _reference_ids(batches: list[Batch]) -> ReferenceIds:
+    """The ids of every device, metric and label set of `batches`: remembered ones, the rest looked
+    up or created in a short transaction of its own, committed before the samples are written (a
+    device row is locked here only when it is created, never while a group is written)."""
+    gpus = {(gpu.uuid, gpu.mig_instance): gpu for batch in batches for gpu in batch.gpus}
+    devices = {key: references.devices[key] for key in gpus if key in references.devices}
+    metrics = {name: references.metrics[name] for batch in batches for name in batch.metrics if name in references.metrics}
+    label_sets = {labels: references.label_sets[labels] for batch in batches for labels in batch.labels
+                  if labels in references.label_sets}
+    new_devices = [gpu for key, gpu in gpus.items() if key not in devices]
+    new_metrics = sorted({name for batch in batches for name in batch.metrics} - metrics.keys())
+    new_labels = list({labels for batch in batches for labels in batch.labels} - label_sets.keys())
+    if new_devices or new_metrics or new_labels:
+        with transaction.atomic():
+            placeholder = to_datetime(min(min(batch.ts) for batch in batches if batch.ts))
+            found = (_devices_find(new_devices, placeholder), _metrics_find(new_metrics), _label_sets_find(new_labels))
+            transaction.on_commit(lambda: references.remember(*found))
+        for known, more in zip((devices, metrics, label_sets), found):
+            known.update(more)
+    return devices, metrics, label_sets
+
+
+def _devices_known(keys: list[DeviceKey]) -> dict[DeviceKey, int]:
     with connection.cursor() as cursor:
         cursor.execute(_GPUS_KNOWN, {
             "uuids": text_array(uuid for uuid, _ in keys), "instances": nullable_int_array(i for _, i in keys),
         })
-        return {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
+        return {(uuid, instance): gpu_id for uuid, instance, gpu_id in cursor.fetchall()}
 
 
-def _gpus_upsert(gpus: list[GpuInfo], placeholder_time: datetime) -> list[int]:
-    """Database ids of the batch's devices, in batch order; new ones are created, moved or changed ones updated.
+def _devices_find(gpus: list[GpuInfo], placeholder_time: datetime) -> dict[DeviceKey, int]:
+    """Ids of these devices, creating those not stored yet.
 
-    A device is a whole GPU or one MIG instance of it, keyed by (uuid, mig_instance): the instances of
-    one GPU share its UUID. A new device starts with no samples and `placeholder_time` as first and
-    last seen; storing its samples replaces both (see `sample_count = 0` in the bookkeeping).
+    A device is a whole GPU or one MIG instance of it, keyed by (uuid, mig_instance): the instances
+    of one GPU share its UUID. A new device starts with no samples and `placeholder_time` as first
+    and last seen; storing its samples replaces both (see `sample_count = 0` in readings_insert.sql).
     """
-    by_key = {gpu.key: gpu for gpu in gpus}
-    known = _gpus_known(list(by_key))
-    new_gpus, moved = [], []
-    for key in sorted(by_key, key=device_order):
-        info, row = by_key[key], known.get(key)
-        attributes = (info.hostname, info.index, info.device, info.model_name, info.mig_profile)
-        if row is None:
-            new_gpus.append(info)
-        elif row[1:] != attributes:
-            moved.append(Gpu(id=row[0], **dict(zip(_GPU_ATTRIBUTES, attributes))))
-    if moved:
-        Gpu.objects.bulk_update(moved, list(_GPU_ATTRIBUTES))
-        logger.info("device attributes changed for %d device(s)", len(moved))
-    ids = {key: row[0] for key, row in known.items()}
-    if new_gpus:
-        _gpus_create(new_gpus, placeholder_time)
-        ids.update((key, row[0]) for key, row in _gpus_known([gpu.key for gpu in new_gpus]).items())
-    return [ids[gpu.key] for gpu in gpus]
+    if not gpus:
+        return {}
+    ids = _devices_known([(gpu.uuid, gpu.mig_instance) for gpu in gpus])
+    missing = sorted((gpu for gpu in gpus if (gpu.uuid, gpu.mig_instance) not in ids),
+                     key=lambda gpu: device_order((gpu.uuid, gpu.mig_instance)))
+    if missing:
+        _devices_create(missing, placeholder_time)
+        ids.update(_devices_known([(gpu.uuid, gpu.mig_instance) for gpu in missing]))
+    return ids
 
 
-def _gpus_create(gpus: list[GpuInfo], placeholder_time: datetime) -> None:
+def _devices_create(gpus: list[GpuInfo], placeholder_time: datetime) -> None:
     """Store new devices (one another worker created meanwhile is left as it is).
 
     One INSERT from array literals: the ORM's bulk_create spends its time building model instances,
@@ -171,37 +246,31 @@ def _gpus_create(gpus: list[GpuInfo], placeholder_time: datetime) -> None:
         })
 
 
-def _metrics_upsert(names: list[str]) -> list[int]:
+def _metrics_find(names: list[str]) -> dict[str, int]:
+    if not names:
+        return {}
     ids = dict(Metric.objects.filter(name__in=names).values_list("name", "id"))
     missing = sorted(set(names) - set(ids))
     if missing:
         Metric.objects.bulk_create([Metric(name=name) for name in missing], ignore_conflicts=True)
         ids = dict(Metric.objects.filter(name__in=names).values_list("name", "id"))
-    return [ids[name] for name in names]
+    return ids
 
 
-def _label_sets_upsert(label_sets: list[Labels]) -> list[int]:
-    digests = [label_digest(labels) for labels in label_sets]
-    ids = dict(LabelSet.objects.filter(digest__in=digests).values_list("digest", "id"))
-    missing = sorted((d, lab) for d, lab in zip(digests, label_sets) if d not in ids)
+def _label_sets_find(label_sets: list[Labels]) -> dict[Labels, int]:
+    if not label_sets:
+        return {}
+    by_digest = {label_digest(labels): labels for labels in label_sets}
+    ids = dict(LabelSet.objects.filter(digest__in=by_digest).values_list("digest", "id"))
+    missing = sorted((d, lab) for d, lab in by_digest.items() if d not in ids)
     if missing:
         LabelSet.objects.bulk_create(
             [LabelSet(digest=d, container=lab.container, pod=lab.pod, namespace=lab.namespace, labels=dict(lab.extra))
              for d, lab in missing],
             ignore_conflicts=True,
         )
-        ids = dict(LabelSet.objects.filter(digest__in=digests).values_list("digest", "id"))
-    return [ids[d] for d in digests]
-
-
-def _reference_ids(batch: Batch) -> tuple[list[int], list[int], list[int]]:
-    # Committed before the samples are written, in a short transaction of its own: a GPU row is
-    # locked here only when it is created or moved, never while a large batch is written.
-    with transaction.atomic():
-        gpu_ids = _gpus_upsert(batch.gpus, to_datetime(min(batch.ts)))
-        metric_ids = _metrics_upsert(batch.metrics)
-        label_ids = _label_sets_upsert(batch.labels) if batch.labels else []
-    return gpu_ids, metric_ids, label_ids
+        ids = dict(LabelSet.objects.filter(digest__in=by_digest).values_list("digest", "id"))
+    return {by_digest[digest]: label_id for digest, label_id in ids.items()}
 
 
 # --- A batch as rows: one per (GPU, time), values by metric id ---
@@ -211,10 +280,36 @@ ReadingRows = dict[tuple[int, int], tuple[int | None, list[float | None]]]
 _NULL = "\\N"
 
 
-def readings_by_key(batch: Batch, gpu_ids: list[int], metric_ids: list[int], label_ids: list[int]) -> ReadingRows:
-    """The batch's readings keyed by (GPU id, time): parts of one reading are joined, and of two
-    values of one sample the first is kept, as the table keeps the first ever stored."""
-    rows: ReadingRows = {}
+@dataclass
+class Group:
+    """Batches as the rows to store: readings, each device's attributes as its last batch gives
+    them, and the metric and label set ids the readings refer to."""
+    rows: ReadingRows
+    attributes: dict[int, GpuInfo]
+    metric_ids: set[int]
+    label_set_ids: set[int]
+
+
+class ReferencesGone(RuntimeError):
+    """Remembered ids of devices, metrics or label sets whose rows are no longer stored."""
+
+
+def readings_of(batches: list[Batch]) -> Group:
+    devices, metrics, label_sets = _reference_ids(batches)
+    group = Group({}, {}, set(metrics.values()), set(label_sets.values()))
+    for batch in batches:
+        gpu_ids = [devices[gpu.uuid, gpu.mig_instance] for gpu in batch.gpus]
+        readings_by_key(batch, gpu_ids, [metrics[name] for name in batch.metrics],
+                        [label_sets[labels] for labels in batch.labels], group.rows)
+        group.attributes.update(zip(gpu_ids, batch.gpus))
+    return group
+
+
+def readings_by_key(batch: Batch, gpu_ids: list[int], metric_ids: list[int], label_ids: list[int],
+                    rows: ReadingRows | None = None) -> ReadingRows:
+    """The batch's readings keyed by (GPU id, time), added to `rows`: parts of one reading are
+    joined, and of two values of one sample the first is kept, as the table keeps the first ever stored."""
+    rows = {} if rows is None else rows
     positions = [metric_id - 1 for metric_id in metric_ids]
     # Readings mostly list the same metrics in the same order: for each such list, one itemgetter
     # (in C) puts a reading's values in metric-id order, instead of a Python loop per sample.
@@ -269,23 +364,32 @@ def _copy_text(rows: ReadingRows) -> str:
     )
 
 
-def _persist(batch: Batch, max_per_gpu: int) -> tuple[int, int]:
-    gpu_ids, metric_ids, label_ids = _reference_ids(batch)
-    rows = readings_by_key(batch, gpu_ids, metric_ids, label_ids)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_STAGING_CREATE)
-        cursor.execute(_STAGING_CLEAR)
-        with cursor.copy(_STAGING_COPY) as copy:
-            copy.write(_copy_text(rows))
-        cursor.execute(_READINGS_INSERT, {"limit": max_per_gpu})
-        stored, inserted, trimmed, over_ids, excesses = cursor.fetchone()
-        over = dict(zip(over_ids, excesses))
-        if inserted < len(rows):
-            cursor.execute(_READINGS_MERGE, {"limit": max_per_gpu})
-            merged, _, _, over_ids, excesses = cursor.fetchone()
-            stored += merged
-            over.update(zip(over_ids, excesses))  # the later count of a GPU both statements touched
-        trimmed += _trim_exact(cursor, sorted(over.items()), _narrowest_readings(rows) if over else None)
+def _readings_store(cursor, group: Group, max_per_gpu: int) -> tuple[int, int]:
+    """Stage the group's rows, insert the new ones (setting each device's attributes), merge parts
+    into rows already stored, trim; returns (samples stored, samples trimmed)."""
+    rows = group.rows
+    cursor.execute(_STAGING_CREATE)
+    cursor.execute(_STAGING_CLEAR)
+    with cursor.copy(_STAGING_COPY) as copy:
+        copy.write(_copy_text(rows))
+    ids = sorted(group.attributes)
+    devices = [group.attributes[gpu_id] for gpu_id in ids]
+    cursor.execute(_READINGS_INSERT, {
+        "limit": max_per_gpu, "ids": int_array(ids), "hostname": text_array(d.hostname for d in devices),
+        "index": int_array(d.index for d in devices), "device": text_array(d.device for d in devices),
+        "model": text_array(d.model_name for d in devices), "profile": text_array(d.mig_profile for d in devices),
+        "metric_ids": int_array(sorted(group.metric_ids)), "label_set_ids": int_array(sorted(group.label_set_ids)),
+    })
+    stored, inserted, trimmed, over_ids, excesses, gone = cursor.fetchone()
+    if gone:
+        raise ReferencesGone(f"{gone} device, metric or label set row(s) this worker remembered are gone")
+    over = dict(zip(over_ids, excesses))
+    if inserted < len(rows):
+        cursor.execute(_READINGS_MERGE, {"limit": max_per_gpu})
+        merged, _, _, over_ids, excesses = cursor.fetchone()
+        stored += merged
+        over.update(zip(over_ids, excesses))  # the later count of a GPU both statements touched
+    trimmed += _trim_exact(cursor, sorted(over.items()), _narrowest_readings(rows) if over else None)
     return stored, trimmed
 
 

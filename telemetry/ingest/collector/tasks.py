@@ -1,13 +1,32 @@
-"""The collector's Celery task: decode a batch, store it through the service, retry or dead-letter."""
+"""The collector's Celery task: stores the batches that are queued as one group, and acknowledges
+or dead-letters each message by what became of its own batch.
+
+The task is a celery-batches task: the worker gathers messages until they hold
+COLLECTOR_GROUP_SAMPLES samples, or for COLLECTOR_GROUP_WAIT_MS, and hands the group to a pool
+process. Storing a group is one transaction and one COPY (`batches_persist`), however many
+streamers its batches came from. celery-batches itself acknowledges every message of a group once
+the task returns, whatever became of it; `GroupedBatches` instead takes the task's verdict per
+message, so that:
+- a message is acknowledged only after the transaction holding its batch has committed; a worker
+  killed in the middle of a group leaves every message of it to be redelivered, and storing is
+  idempotent, so nothing is stored twice;
+- a message that cannot be decoded, or whose batch the database refuses, is rejected alone to
+  the dead-letter queue, and the rest of its group is stored.
+"""
 import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
 
 from celery import shared_task
-from celery.exceptions import Reject
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from kombu.message import Message
 
-from telemetry.ingest.collector.services import counters_add, samples_persist
-from telemetry.ingest.wire import PERSIST_BATCH_TASK, BatchDecodeError, decode_batch
+from telemetry.ingest.collector.services import batches_persist, counters_add
+from telemetry.ingest.wire import PERSIST_BATCH_TASK, Batch, BatchDecodeError, decode_batch
 from telemetry.models import IngestCounter
 
 logger = logging.getLogger(__name__)
@@ -15,6 +34,11 @@ logger = logging.getLogger(__name__)
 # Database errors that pass on their own (a restart, a failover, a dropped connection).
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 RETRY_BACKOFF_MAX_S = 60
+# A message's verdict: None once its batch is stored (acknowledge it), or why it is dead-lettered.
+Verdict = str | None
+# What a streamer's message weighs without the `samples` header (older streamers): about a
+# sample per 10 bytes of an encoded batch.
+BYTES_PER_SAMPLE = 10
 
 
 def retry_delay(retries: int) -> int:
@@ -22,38 +46,162 @@ def retry_delay(retries: int) -> int:
     return min(RETRY_BACKOFF_MAX_S, 2**retries)
 
 
-def dead_letter(reason: str, *, delivery_tag: object) -> Reject:
-    """Count and log a batch that can never succeed; rejecting it routes it to the dead-letter queue."""
-    logger.error("dead-lettering batch %s: %s", delivery_tag, reason, extra={"reason": reason})
-    try:
-        counters_add({IngestCounter.BATCHES_DEAD_LETTERED: 1})
-    except TRANSIENT_ERRORS:
-        logger.exception("could not count a dead-lettered batch")
-    return Reject(reason, requeue=False)
+def message_samples(message: Message) -> int:
+    """The samples a queued message holds: the streamer's `samples` header, or an estimate by size."""
+    samples = (message.headers or {}).get("samples")
+    return samples if isinstance(samples, int) and samples >= 0 else len(message.body) // BYTES_PER_SAMPLE
+
+
+class GroupedBatches(Batches):
+    """celery-batches' Batches, gathering messages by their samples and settling each message by
+    the verdict the task returns for it."""
+
+    abstract = True
+    flush_every = sys.maxsize  # groups close on `flush_samples`, counted by `message_samples`
+    flush_samples = 20000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._samples = 0
+
+    def Strategy(self, task, app, consumer) -> Callable:
+        gather = super().Strategy(task, app, consumer)
+
+        def gather_counting(message: Message, *args, **kwargs) -> None:
+            gather(message, *args, **kwargs)
+            self._samples += message_samples(message)
+            if self._samples >= self.flush_samples:
+                self._do_flush()
+
+        return gather_counting
+
+    def gathering(self) -> int:
+        """Messages received and not yet handed to a pool process."""
+        return self._buffer.qsize() + self._pending.qsize()
+
+    def _do_flush(self) -> None:
+        self._samples = 0
+        super()._do_flush()
+
+    def flush(self, requests):
+        def settle(verdicts: list[Verdict] | None) -> None:
+            if verdicts is None:  # the task itself failed: keep every message for inspection and replay
+                verdicts = ["the group's task failed; see the worker's log"] * len(requests)
+            for request, verdict in zip(requests, verdicts):
+                if verdict is None:
+                    request.acknowledge()
+                else:
+                    request.reject(requeue=False)
+
+        def requeue(_exc_info) -> None:  # the pool process died (killed, out of memory): deliver again
+            for request in requests:
+                request.reject(requeue=True)
+
+        copies = ([SimpleRequest.from_request(request) for request in requests],)
+        return self._pool.apply_async(apply_batches_task, (self, copies, 0, None), callback=settle,
+                                      error_callback=requeue)
 
 
 # max_retries=None: Celery never gives up by itself; COLLECTOR_MAX_RETRIES decides, then dead-letters.
 @shared_task(
-    name=PERSIST_BATCH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+    name=PERSIST_BATCH_TASK, base=GroupedBatches, bind=True, acks_late=True, max_retries=None,
+    flush_samples=settings.COLLECTOR_GROUP_SAMPLES, flush_interval=settings.COLLECTOR_GROUP_WAIT_MS / 1000,
 )
-def persist_batch(self, payload: bytes) -> dict[str, int]:
-    tag = self.request.delivery_info.get("delivery_tag") if self.request.delivery_info else self.request.id
+def persist_batch(self, requests: list[SimpleRequest]) -> list[Verdict]:
+    """Store the group's batches; one verdict per request, in order."""
+    verdicts: list[Verdict] = [None] * len(requests)
+    decoded: list[tuple[int, Batch]] = []
+    for i, request in enumerate(requests):
+        try:
+            decoded.append((i, decode_batch(_payload(request))))
+        except BatchDecodeError as exc:
+            verdicts[i] = str(exc)
+    for part in _parts(decoded, settings.COLLECTOR_GROUP_SAMPLES):
+        for i, reason in _store_isolating(part).items():
+            verdicts[i] = reason
+    dead = [(request, verdict) for request, verdict in zip(requests, verdicts) if verdict is not None]
+    if dead:
+        _dead_letters_count(dead)
+    return verdicts
+
+
+def _payload(request: SimpleRequest) -> bytes:
+    if len(request.args) != 1 or not isinstance(request.args[0], bytes):
+        raise BatchDecodeError("the task's argument is not one encoded batch")
+    return request.args[0]
+
+
+def _parts(decoded: list[tuple[int, Batch]], samples: int) -> Iterator[list[tuple[int, Batch]]]:
+    """The group in consecutive parts of at most `samples` samples (a batch larger than that alone)."""
+    part: list[tuple[int, Batch]] = []
+    size = 0
+    for item in decoded:
+        if part and size + len(item[1]) > samples:
+            yield part
+            part, size = [], 0
+        part.append(item)
+        size += len(item[1])
+    if part:
+        yield part
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database kept failing for COLLECTOR_MAX_RETRIES retries."""
+
+
+def _store_isolating(part: list[tuple[int, Batch]]) -> dict[int, str]:
+    """Store a part as one; when the database refuses it, each batch alone, so that only the batch
+    it refuses is dead-lettered. Returns {position: reason} of the batches not stored."""
     try:
-        batch = decode_batch(payload)
-    except BatchDecodeError as exc:
-        raise dead_letter(str(exc), delivery_tag=tag) from None
+        _store_retrying([batch for _, batch in part])
+        return {}
+    except DatabaseUnavailable as exc:
+        return {i: str(exc) for i, _ in part}
+    except Exception as exc:  # data the database refuses, or a bug: find the batch it is about
+        if len(part) == 1:
+            if not isinstance(exc, DatabaseError):
+                logger.exception("a batch of %d samples failed", len(part[0][1]))
+            return {part[0][0]: _refusal(exc)}
+        logger.warning("a group of %d batches failed (%s); storing each alone", len(part), _refusal(exc))
+        refused: dict[int, str] = {}
+        for item in part:
+            refused.update(_store_isolating([item]))
+        return refused
+
+
+def _store_retrying(batches: list[Batch]) -> None:
+    """`batches_persist`, retried with backoff while the database is unreachable; the messages stay
+    unacknowledged meanwhile."""
+    samples = sum(map(len, batches))
+    for retries in range(settings.COLLECTOR_MAX_RETRIES + 1):
+        try:
+            result = batches_persist(batches, max_per_gpu=settings.COLLECTOR_MAX_ENTRIES_PER_GPU)
+            logger.debug("stored %d of %d samples from %d batches (%d duplicates, %d trimmed)",
+                         result.stored, result.received, len(batches), result.duplicates, result.trimmed)
+            return
+        except TRANSIENT_ERRORS as exc:
+            connection.close()  # the next attempt opens a new connection
+            if retries == settings.COLLECTOR_MAX_RETRIES:
+                raise DatabaseUnavailable(f"database still failing after {retries} retries: {exc}") from exc
+            delay = retry_delay(retries)
+            logger.warning("%d batches (%d samples): database error, retry %d in %ds: %s",
+                           len(batches), samples, retries + 1, delay, exc)
+            time.sleep(delay)
+
+
+def _refusal(exc: Exception) -> str:
+    if isinstance(exc, DatabaseError):
+        return f"database refused the batch: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _dead_letters_count(dead: list[tuple[SimpleRequest, str]]) -> None:
+    """Log each batch that can never succeed and count them; rejecting them routes them to the
+    dead-letter queue."""
+    for request, reason in dead:
+        tag = (request.delivery_info or {}).get("delivery_tag", request.id)
+        logger.error("dead-lettering batch %s: %s", tag, reason, extra={"reason": reason})
     try:
-        result = samples_persist(batch=batch, max_per_gpu=settings.COLLECTOR_MAX_ENTRIES_PER_GPU)
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= settings.COLLECTOR_MAX_RETRIES:
-            raise dead_letter(f"database still failing after {self.request.retries} retries: {exc}", delivery_tag=tag) from None
-        delay = retry_delay(self.request.retries)
-        logger.warning("batch of %d samples: database error, retry %d in %ds: %s", len(batch), self.request.retries + 1, delay, exc)
-        raise self.retry(exc=exc, countdown=delay)
-    except DatabaseError as exc:  # bad data the database refuses: retrying cannot help
-        raise dead_letter(f"database refused the batch: {exc}", delivery_tag=tag) from None
-    except Exception as exc:  # a bug or the soft time limit: keep the batch for inspection and replay
-        logger.exception("batch of %d samples failed", len(batch))
-        raise dead_letter(f"{type(exc).__name__}: {exc}", delivery_tag=tag) from None
-    logger.debug("stored %d of %d samples (%d duplicates, %d trimmed)", result.stored, result.received, result.duplicates, result.trimmed)
-    return {"stored": result.stored, "duplicates": result.duplicates, "trimmed": result.trimmed}
+        counters_add({IngestCounter.BATCHES_DEAD_LETTERED: len(dead)})
+    except TRANSIENT_ERRORS:
+        logger.exception("could not count %d dead-lettered batches", len(dead))

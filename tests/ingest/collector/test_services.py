@@ -4,12 +4,13 @@ import time
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from telemetry.ingest.wire import Batch, GpuInfo, Sample
 
 from telemetry.ingest.streamer.batching import BatchBuilder
 from telemetry.ingest.collector.services import (
-    device_order, int_array, nullable_int_array, readings_by_key, samples_persist, samples_trim, text_array,
+    References, device_order, references, int_array, nullable_int_array, readings_by_key, samples_persist, samples_trim, text_array,
 )
 from telemetry.times import to_datetime
 from telemetry.models import Gpu, IngestCounter, LabelSet, Reading
@@ -373,3 +374,68 @@ def test_two_workers_creating_the_same_new_devices_store_each_device_and_sample_
     results = _store_while_another_holds_its_commit(batch, batch, max_per_gpu=0)
     assert (results["first"].stored, results["second"].stored, results["second"].duplicates) == (16, 0, 16)
     assert [row[3] for row in _devices()] == [4, 4, 4, 4]
+
+
+# --- The references a worker remembers (devices, metrics, label sets) ---
+
+
+def _statements_while(action) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        action()
+    return [query["sql"] for query in queries]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_looks_up_the_references_it_remembers_no_more(sample_csv):
+    batch = file_batch(sample_csv)
+    first = _statements_while(lambda: samples_persist(batch=batch, max_per_gpu=0))
+    again = _statements_while(lambda: samples_persist(batch=batch, max_per_gpu=0))
+    looked_up = ("JOIN telemetry_gpu AS g ON g.uuid", 'FROM "telemetry_metric"', 'FROM "telemetry_labelset"')
+    assert all(any(marker in sql for sql in first) for marker in looked_up)
+    assert not any(marker in sql for sql in again for marker in looked_up)
+    assert len(references.devices) == SAMPLE_GPUS and len(references.label_sets) == SAMPLE_HOSTS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_device_another_worker_created_is_found_and_not_created_twice():
+    samples_persist(batch=fleet_batch(gpus=2, ticks=1), max_per_gpu=0)
+    # Another worker (its own process, its own memory) has just created GPU 2.
+    other = Gpu.objects.create(uuid=gpu(2).uuid, hostname=gpu(2).hostname, index=2, device="nvidia2",
+                               model_name=gpu(2).model_name, first_seen=to_datetime(0), last_seen=to_datetime(0))
+    samples_persist(batch=fleet_batch(gpus=3, ticks=1, start_us=START_US), max_per_gpu=0)
+    assert Gpu.objects.count() == 3
+    assert references.devices[gpu(2).uuid, None] == other.pk
+    assert stored_count(gpu_id=other.pk) == len(METRICS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_references_created_in_a_rolled_back_transaction_are_not_remembered():
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        samples_persist(batch=fleet_batch(gpus=2, ticks=1), max_per_gpu=0)
+        1 / 0
+    assert (references.devices, references.metrics, references.label_sets) == ({}, {}, {})
+    assert samples_persist(batch=fleet_batch(gpus=2, ticks=1), max_per_gpu=0).stored == 2 * len(METRICS)
+    assert stored_count() == 2 * len(METRICS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_remembered_references_whose_rows_were_deleted_are_looked_up_again(sample_csv):
+    batch = file_batch(sample_csv)
+    samples_persist(batch=batch, max_per_gpu=0)
+    remembered = dict(references.devices)
+    with connection.cursor() as cursor:  # what a test or a benchmark does between runs
+        cursor.execute("TRUNCATE telemetry_reading, telemetry_gpu, telemetry_metric, telemetry_labelset")
+    assert samples_persist(batch=batch, max_per_gpu=0).stored == SAMPLE_COUNT
+    assert not set(remembered.values()) & set(references.devices.values())
+    # Every sample is readable again: its device, metric and label set rows exist.
+    assert len(stored_samples()) == SAMPLE_COUNT
+    assert not Reading.objects.exclude(label_set_id__in=LabelSet.objects.values("id")).exists()
+
+
+def test_a_full_table_of_references_is_forgotten_before_it_outgrows_its_bound(monkeypatch):
+    monkeypatch.setattr(References, "MAX_ENTRIES", 3)
+    remembered = References()
+    remembered.remember({("a", None): 1, ("b", None): 2}, {"m": 1}, {})
+    remembered.remember({("c", None): 3, ("d", None): 4}, {"n": 2}, {})
+    assert remembered.devices == {("c", None): 3, ("d", None): 4}
+    assert remembered.metrics == {"m": 1, "n": 2}

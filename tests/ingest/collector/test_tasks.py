@@ -1,11 +1,14 @@
-"""The collector task with a real worker on RabbitMQ: redelivery stores nothing twice, garbage is dead-lettered."""
+"""The collector task with a real worker on RabbitMQ: batches stored as groups, redelivery stores
+nothing twice, garbage and refused batches are dead-lettered alone."""
 import msgpack
 import pytest
+from celery_batches import SimpleRequest
 
 from config.celery import app
 from telemetry.ingest.wire import encode_batch
 from telemetry.ingest.queues import dead_letter_queue
 from telemetry.ingest.collector.tasks import persist_batch, retry_delay
+from telemetry.ingest.wire import GpuInfo
 from telemetry.models import Gpu, IngestCounter
 from tests.conftest import wait_until
 from tests.ingest.collector.devices import DEVICES, MIG_UUID, WHOLE_UUID, devices_batch
@@ -45,6 +48,42 @@ def test_an_undecodable_batch_is_dead_lettered_and_the_rest_stored(worker_proces
     assert "dead-lettering batch" in worker.output()
 
 
+def refused_batch() -> bytes:
+    """A batch that decodes but that PostgreSQL refuses: a GPU index beyond its smallint column."""
+    batch = fleet_batch(gpus=1, ticks=1, start_us=5_000_000)
+    batch.gpus = [GpuInfo("GPU-refused", "host-x", 99999, "nvidia0", "NVIDIA H100 80GB HBM3")]
+    return encode_batch(batch)
+
+
+def request(payload: bytes, tag: int) -> SimpleRequest:
+    return SimpleRequest(id=f"r{tag}", name=persist_batch.name, args=(payload,), kwargs={},
+                         delivery_info={"delivery_tag": tag}, hostname="test", ignore_result=True, reply_to=None,
+                         correlation_id=None, request_dict={})
+
+
+def test_a_group_stores_its_good_batches_and_refuses_the_bad_ones_alone():
+    good = [encode_batch(fleet_batch(gpus=3, ticks=2, start_us=n * 10_000_000)) for n in range(3)]
+    group = [good[0], b"\x00 not a batch", good[1], refused_batch(), good[2]]
+    verdicts = persist_batch([request(payload, tag) for tag, payload in enumerate(group)])
+    assert [verdict is None for verdict in verdicts] == [True, False, True, False, True]
+    assert verdicts[1].startswith("not a msgpack batch")
+    assert "database refused the batch" in verdicts[3] and "smallint" in verdicts[3]
+    assert stored_count() == 3 * 12
+    assert counter("batches_dead_lettered") == 2
+    assert not Gpu.objects.filter(uuid="GPU-refused").exists()
+
+
+def test_a_worker_dead_letters_a_refused_batch_alone_and_stores_the_rest_of_its_group(worker_process):
+    worker = worker_process()
+    payloads = [encode_batch(fleet_batch(gpus=2, ticks=1, start_us=n * 10_000_000)) for n in range(20)]
+    payloads.insert(7, refused_batch())
+    for payload in payloads:
+        persist_batch.apply_async(args=(payload,))
+    assert wait_until(lambda: dead_lettered_messages() == 1 and stored_count() == 20 * 4)
+    assert counter("batches_dead_lettered") == 1
+    assert "storing each alone" in worker.output()
+
+
 def test_retry_backoff_grows_and_is_capped():
     assert [retry_delay(n) for n in (0, 1, 2, 3, 10)] == [1, 2, 4, 8, 60]
 
@@ -73,9 +112,11 @@ def test_a_version_2_batch_still_stores_whole_gpus():
         "gpu": batch.gpu, "ts": batch.ts, "label": batch.label, "size": batch.size, "metric": batch.metric,
         "value": batch.value,
     })
-    assert persist_batch.apply(args=(payload,)).get() == {"stored": 12, "duplicates": 0, "trimmed": 0}
+    assert persist_batch.apply(args=(payload,)).get() == [None]
+    assert stored_count() == 12
     rows = Gpu.objects.order_by("uuid").values_list("uuid", "mig_instance", "mig_profile", "hostname", "sample_count")
     assert list(rows) == [(gpu(n).uuid, None, "", gpu(n).hostname, 4) for n in range(3)]
     # The same GPUs in today's format are the same devices.
-    assert persist_batch.apply(args=(encode_batch(batch),)).get() == {"stored": 0, "duplicates": 12, "trimmed": 0}
+    assert persist_batch.apply(args=(encode_batch(batch),)).get() == [None]
+    assert (stored_count(), counter("samples_duplicate")) == (12, 12)
     assert Gpu.objects.count() == 3

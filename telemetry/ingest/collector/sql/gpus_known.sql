@@ -1,5 +1,5 @@
 -- The stored devices among the batch's (uuid, mig_instance) keys: two arrays, however many devices.
 -- IS NOT DISTINCT FROM, as the device key's NULLS NOT DISTINCT, matches a whole GPU's NULL instance.
-SELECT g.uuid, g.mig_instance, g.id, g.hostname, g."index", g.device, g.model_name, g.mig_profile
+SELECT g.uuid, g.mig_instance, g.id
 FROM unnest(%(uuids)s::text[], %(instances)s::smallint[]) AS k(uuid, mig_instance)
 JOIN telemetry_gpu AS g ON g.uuid = k.uuid AND g.mig_instance IS NOT DISTINCT FROM k.mig_instance

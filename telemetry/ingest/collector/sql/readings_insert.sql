@@ -1,13 +1,15 @@
--- Stores the staged readings that are new, and in the same statement each GPU's bookkeeping and
--- trim, so each GPU row is written once per batch and no per-GPU data goes through Python.
+-- Stores the staged readings that are new, and in the same statement each GPU's bookkeeping, its
+-- attributes as the batch gives them (a device that moved host, a MIG instance re-profiled) and
+-- its trim, so each GPU row is written once per batch and no per-GPU data goes through Python.
 -- Rows are inserted in (GPU, time) order, so two workers holding the same batch cannot deadlock.
 -- The trim plan reads this statement's snapshot and only removes readings older than every new
 -- one of the GPU (those its walk can see). Should another worker have changed the GPU since that
 -- snapshot (its row version moved), what it already deleted is skipped, the GPU may stay over the
 -- limit, and the exact pass (trim_oldest.sql) removes the rest with a fresh snapshot. GPU rows
 -- stay locked until the commit; two workers that deadlock on them roll back and retry.
--- Returns the samples stored, the readings stored, the samples trimmed, and the GPUs still over
--- the limit with their excess.
+-- Returns the samples stored, the readings stored, the samples trimmed, the GPUs still over the
+-- limit with their excess, and how many of the devices, metrics and label sets it was given are
+-- not stored (ids a worker remembered from rows deleted since: the caller rolls back and retries).
 WITH stored AS (
     INSERT INTO telemetry_reading (gpu_id, "timestamp", label_set_id, "values")
     SELECT s.gpu_id, timestamptz 'epoch' + s.ts_us * interval '1 microsecond', s.label_set_id, s.vals
@@ -29,9 +31,15 @@ WITH stored AS (
     SELECT * FROM telemetry_trim_apply(ARRAY(
         SELECT p FROM over_limit AS o, telemetry_trim_plan(o.id, o.excess, o.rows_read, o.trimmed_through, o.before) AS p
     ))
+), attributes AS (
+    SELECT * FROM unnest(%(ids)s::integer[], %(hostname)s::text[], %(index)s::smallint[], %(device)s::text[],
+                         %(model)s::text[], %(profile)s::text[])
+        AS a(gpu_id, hostname, "index", device, model_name, mig_profile)
 ), counted AS (
     UPDATE telemetry_gpu AS g
     SET sample_count = g.sample_count + c.n - coalesce(rm.n, 0),
+        hostname = a.hostname, "index" = a."index", device = a.device, model_name = a.model_name,
+        mig_profile = a.mig_profile,
         first_seen = CASE WHEN g.sample_count = 0 THEN c.oldest ELSE LEAST(g.first_seen, c.oldest) END,
         last_seen = CASE WHEN g.sample_count = 0 THEN c.newest ELSE GREATEST(g.last_seen, c.newest) END,
         trimmed_through = CASE
@@ -40,11 +48,17 @@ WITH stored AS (
             -- Changed by another worker since the snapshot: the next walk starts from the oldest.
             WHEN g.ctid <> o.row_version THEN NULL
             ELSE GREATEST(g.trimmed_through, rm.through) END
-    FROM per_gpu AS c LEFT JOIN over_limit AS o ON o.id = c.gpu_id LEFT JOIN removed AS rm ON rm.gpu_id = c.gpu_id
+    FROM per_gpu AS c JOIN attributes AS a ON a.gpu_id = c.gpu_id
+        LEFT JOIN over_limit AS o ON o.id = c.gpu_id LEFT JOIN removed AS rm ON rm.gpu_id = c.gpu_id
     WHERE g.id = c.gpu_id
     RETURNING g.id, g.sample_count, c.n, coalesce(rm.n, 0) AS trimmed
 )
 SELECT coalesce(sum(n), 0)::bigint, (SELECT count(*) FROM stored), coalesce(sum(trimmed), 0)::bigint,
        coalesce(array_agg(id ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}'),
-       coalesce(array_agg(sample_count - %(limit)s ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}')
+       coalesce(array_agg(sample_count - %(limit)s ORDER BY id) FILTER (WHERE %(limit)s > 0 AND sample_count > %(limit)s), '{}'),
+       (SELECT count(*) FROM per_gpu) - count(*)
+           + cardinality(%(metric_ids)s::integer[])
+           - (SELECT count(*) FROM telemetry_metric WHERE id = ANY(%(metric_ids)s::integer[]))
+           + cardinality(%(label_set_ids)s::integer[])
+           - (SELECT count(*) FROM telemetry_labelset WHERE id = ANY(%(label_set_ids)s::integer[]))
 FROM counted
