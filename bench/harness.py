@@ -54,6 +54,9 @@ def database_drop(name: str) -> None:
 def tables_truncate() -> None:
     from django.db import connection
 
+    from telemetry.ingest.collector.services import references
+
+    references.clear()  # this process's remembered ids name rows about to go
     with connection.cursor() as cursor:
         cursor.execute(
             "TRUNCATE telemetry_reading, telemetry_gpu, telemetry_metric, telemetry_labelset, telemetry_ingestcounter "

@@ -127,8 +127,14 @@ def stored_total() -> tuple[int, float]:
     return count, float(total)
 
 
-def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, timeout: float = 600) -> dict:
-    """Stream `csv` through real workers; samples/s from the first publish to the last commit."""
+def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, batch_size: int | None = None,
+           timeout: float = 600) -> dict:
+    """Stream `csv` through real workers; samples/s from the first publish to the last commit.
+
+    The streamer's settings are the `stream` command's defaults (those of the chart), except the
+    batch size where one is given."""
+    from django.conf import settings
+
     from config.celery import app
     from telemetry.ingest.streamer.publisher import BatchPublisher
     from telemetry.models import IngestCounter
@@ -143,8 +149,8 @@ def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, timeout:
         # as the streamer's once they are reaped, before run() returns.
         groups = {"collector": worker.pids(), "streamer": {os.getpid()}}
         cpu_before = harness.cpu_seconds(groups)
-        config = StreamConfig(source=str(csv), workers=STREAM_WORKERS, batch_size=20000, flush_interval=5.0,
-                              timestamps="source", progress_interval=3600)
+        config = StreamConfig(source=str(csv), workers=STREAM_WORKERS, batch_size=batch_size or settings.STREAM_BATCH_SIZE,
+                              flush_interval=settings.STREAM_FLUSH_INTERVAL, timestamps="source", progress_interval=3600)
         stats = Streamer(config, publisher_factory=lambda: BatchPublisher(app=app, abort=abort), stop=stop,
                          abort=abort).run()
         streamed_at = time.time()
@@ -158,7 +164,8 @@ def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, timeout:
         cpu = harness.cpu_share(cpu_before, harness.cpu_seconds(groups), wall)
     run.check(stats.samples == expected, f"streamer sent {stats.samples} samples, expected {expected}")
     return {
-        "samples": stats.samples, "batches": stats.batches, "streamer_workers": STREAM_WORKERS,
+        "samples": stats.samples, "batches": stats.batches, "batch_size": config.batch_size,
+        "streamer_workers": STREAM_WORKERS,
         "seconds": round(wall, 3), "samples_per_s": stats.samples / wall,
         "streamer_seconds": round(streamed_at - stats.first_publish_at, 3), "cpu_share": cpu,
     }
@@ -200,8 +207,33 @@ def bench_ingest_and_trim(run: Run, fleet: Fleet, baseline: float, a_csv: Path, 
     run.add(Figure("ingest with every batch trimming", trimmed["samples_per_s"], "samples/s",
                    untrimmed["samples_per_s"], "same ingest, no limit", ratio, "at most 10% slower (>= 0.9)",
                    ratio >= 0.9, {"trimmed": trimmed, "untrimmed": untrimmed, "max_per_gpu": limit}))
+    bench_batch_sizes(run, a_csv, count, a_sum)
     print("evidence: the collector alone, batches in file order and grouped by GPU", flush=True)
     bench_collector_batch_shape(run, a_csv, baseline, ticks=min(4, run.size.ingest_ticks))
+
+
+# --- The fleet's shape: the same ingest in small batches and in large ones ---
+
+BATCH_SIZES = (20000, 200, 1000, 5000)  # the largest first: the others are measured against it
+SMALL_BATCH_TARGET = 0.7
+
+
+def bench_batch_sizes(run: Run, csv: Path, count: int, value_sum: int) -> None:
+    """End to end at each batch size, as a share of 20,000-sample batches in the same run."""
+    print(f"ingest by batch size ({', '.join(map(str, sorted(BATCH_SIZES)))} samples a batch)", flush=True)
+    rates: dict[int, dict] = {}
+    for size in BATCH_SIZES:
+        harness.tables_truncate()
+        rates[size] = ingest(run, csv, count, batch_size=size)
+        check_stored(run, f"ingest in batches of {size}", count, value_sum)
+    largest = rates[max(BATCH_SIZES)]["samples_per_s"]
+    for size in sorted(BATCH_SIZES)[:-1]:
+        ratio = rates[size]["samples_per_s"] / largest
+        small = size == min(BATCH_SIZES)
+        run.add(Figure(f"ingest in {size:,}-sample batches", rates[size]["samples_per_s"], "samples/s", largest,
+                       f"same, {max(BATCH_SIZES):,}-sample batches", ratio,
+                       f">= {SMALL_BATCH_TARGET} of {max(BATCH_SIZES):,}-sample batches" if small else "evidence",
+                       ratio >= SMALL_BATCH_TARGET if small else None, rates[size]))
 
 
 # --- Evidence: the collector alone, on batches in file order and on batches grouped by GPU ---

@@ -82,7 +82,7 @@ def collectors(transactional_db) -> Iterator:
 class Stream:
     """`manage.py stream` of the fleet CSV at a set rate, so faults land in the middle of it."""
 
-    def __init__(self, source: Source, *, rate: int, batch_size: int = 5000) -> None:
+    def __init__(self, source: Source, *, rate: int, batch_size: int) -> None:
         self.source = source
         self.log = REPO / "tests" / "artifacts" / f"stream-{os.getpid()}-{time.monotonic_ns()}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -108,12 +108,13 @@ class Stream:
         return output
 
 
-@pytest.fixture
-def stream(collectors) -> Iterator:
+# Each fault in a stream of large batches and in a fleet's small ones (one node's tick).
+@pytest.fixture(params=[5000, 200], ids=["batches-of-5000", "batches-of-200"])
+def stream(collectors, request) -> Iterator:
     started: list[Stream] = []
 
     def start(source: Source, **kwargs) -> Stream:
-        run = Stream(source, **kwargs)
+        run = Stream(source, batch_size=request.param, **kwargs)
         started.append(run)
         return run
 
