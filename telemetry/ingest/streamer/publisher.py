@@ -1,12 +1,18 @@
-"""Publishes encoded batches as the collector's task, by name; holds a batch until the broker confirms it."""
+"""Publishes encoded batches as the collector's task, by name; holds each batch until the broker confirms it."""
 import logging
+import socket
 import threading
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from itertools import takewhile
 
 import amqp.exceptions
 import kombu.exceptions
 from celery import Celery
 from django.conf import settings
-from kombu import Connection
+from kombu import Connection, Producer
 
 from telemetry.ingest.queues import declare_ingest_queues
 from telemetry.ingest.wire import PERSIST_BATCH_TASK
@@ -14,66 +20,200 @@ from telemetry.ingest.wire import PERSIST_BATCH_TASK
 logger = logging.getLogger(__name__)
 
 BROKER_ERRORS = (OSError, kombu.exceptions.KombuError, amqp.exceptions.AMQPError)
+# Enough batches in flight to hide the broker's round trip; few enough bytes for a streamer pod's memory.
+DEFAULT_WINDOW_BATCHES = 128
+DEFAULT_WINDOW_BYTES = 8 * 2**20
+# How long one wait for confirms lasts before a forced shutdown is noticed.
+_CONFIRM_POLL_S = 0.5
 
 
 class PublishAborted(RuntimeError):
     """Shutdown was forced while a batch was still unconfirmed."""
 
 
-class BatchPublisher:
-    """One broker connection; `publish` returns only once the broker has the batch.
+class BatchNacked(Exception):
+    """The broker refused a batch (basic.nack): it is sent again like any batch a broker error left unconfirmed."""
 
-    With publisher confirms on (the amqp transport), a publish that raises may or may not have
-    reached the queue; sending it again is safe because the collector stores idempotently.
+
+@dataclass(frozen=True)
+class _Batch:
+    payload: bytes
+    samples: int
+
+
+class BatchPublisher:
+    """One broker connection; batches are pipelined: `publish` returns once the batch is written.
+
+    Every batch is held, in order, until the broker confirms it. Only when the window of unconfirmed
+    batches (`window_batches`, `window_bytes`) is full does `publish` wait for confirms; `close`
+    waits for all of them. After a broker error (or a nack) the publisher reconnects with backoff and
+    sends every held batch again: one the broker already had is then stored twice, which is safe
+    because the collector stores idempotently.
     """
 
-    def __init__(self, *, app: Celery, abort: threading.Event, backoff_max_s: float = 30.0) -> None:
+    def __init__(self, *, app: Celery, abort: threading.Event, backoff_max_s: float = 30.0,
+                 window_batches: int = DEFAULT_WINDOW_BATCHES, window_bytes: int = DEFAULT_WINDOW_BYTES) -> None:
+        if window_batches < 1 or window_bytes < 1:
+            raise ValueError("the window must hold at least one batch and one byte")
         self._app = app
         self._abort = abort
         self._backoff_max_s = backoff_max_s
+        self._window_batches = window_batches
+        self._window_bytes = window_bytes
         self._connection: Connection | None = None
+        self._producer: Producer | None = None
+        # Only an AMQP broker confirms; the in-process broker has a message once it is sent.
+        self._confirms = False
+        self._next_tag = 1
+        # Held batches, oldest first: those still to be sent on this connection, then those sent (by delivery tag).
+        self._unsent: deque[_Batch] = deque()
+        self._unconfirmed: dict[int, _Batch] = {}
+        self._unconfirmed_bytes = 0
+
+    @property
+    def unconfirmed_batches(self) -> int:
+        """Batches published that the broker has not confirmed yet."""
+        return len(self._unsent) + len(self._unconfirmed)
 
     def publish(self, payload: bytes, *, samples: int) -> None:
+        """Send one batch; waits for confirms only while the window has no room for it."""
+        self._unsent.append(_Batch(payload, samples))
+        self._until_done(self._send_unsent)
+
+    def close(self) -> None:
+        """Wait until the broker has confirmed every batch, then release the connection."""
+        try:
+            if self.unconfirmed_batches:
+                self._until_done(self._confirm_all)
+        except BaseException:
+            self._drop_connection()  # a forced exit does not wait for the broker's goodbye
+            raise
+        self._release()
+
+    def _until_done(self, step: Callable[[], None]) -> None:
+        """Run `step` on a connection; after a broker error reconnect with backoff and run it again."""
         attempt = 0
+        held = 0
         while True:
             try:
-                self._app.send_task(
-                    PERSIST_BATCH_TASK,
-                    args=(payload,),
-                    connection=self._connect(),
-                    retry=False,
-                    queue=settings.INGEST_QUEUE,
-                    routing_key=settings.INGEST_QUEUE,
-                )
-                if attempt:
-                    logger.info("broker reachable again; sent the held batch of %d samples", samples)
-                return
-            except BROKER_ERRORS as exc:
-                self._disconnect()
+                self._connect()
+                step()
+            except (*BROKER_ERRORS, BatchNacked) as exc:
+                held = self._held_samples()
+                self._drop_connection()
                 delay = min(self._backoff_max_s, 0.5 * 2**attempt)
                 attempt += 1
                 logger.warning(
                     "broker unavailable (%s: %s); holding %d samples, retry %d in %.1fs",
-                    type(exc).__name__, exc, samples, attempt, delay,
+                    type(exc).__name__, exc, held, attempt, delay,
                 )
                 if self._abort.wait(delay):
-                    raise PublishAborted(f"shutdown forced with {samples} samples unconfirmed") from exc
+                    raise PublishAborted(f"shutdown forced with {held} samples unconfirmed") from exc
+                continue
+            if attempt:
+                logger.info("broker reachable again; sent the held batches of %d samples", held)
+            return
 
-    def close(self) -> None:
-        self._disconnect()
+    def _send_unsent(self) -> None:
+        """Send the held batches not yet sent on this connection, in order, each once the window has room."""
+        while self._unsent:
+            batch = self._unsent[0]
+            while self._window_full(len(batch.payload)):
+                self._await_confirms()
+            self._send(batch)
+            self._unsent.popleft()
+            if self._confirms:
+                self._unconfirmed[self._next_tag] = batch
+                self._unconfirmed_bytes += len(batch.payload)
+                self._next_tag += 1
+        self._take_ready_confirms()
 
-    def _connect(self) -> Connection:
-        if self._connection is None:
-            connection = self._app.connection_for_write()
+    def _confirm_all(self) -> None:
+        self._send_unsent()
+        while self._unconfirmed:
+            self._await_confirms()
+
+    def _window_full(self, size: int) -> bool:
+        """Whether a batch of `size` bytes must wait; a batch larger than the window goes alone."""
+        in_flight = len(self._unconfirmed)
+        return in_flight > 0 and (
+            in_flight >= self._window_batches or self._unconfirmed_bytes + size > self._window_bytes
+        )
+
+    def _await_confirms(self) -> None:
+        if self._abort.is_set():
+            raise PublishAborted(f"shutdown forced with {self._held_samples()} samples unconfirmed")
+        self._drain(timeout=_CONFIRM_POLL_S)
+
+    def _take_ready_confirms(self) -> None:
+        """Process the confirms that have already arrived, without waiting for more."""
+        if self._confirms:
+            while self._drain(timeout=0):
+                pass
+
+    def _drain(self, *, timeout: float) -> bool:
+        """Handle one event from the broker (acks and nacks reach `_on_ack`, `_on_nack`); False if none came."""
+        try:
+            self._connection.drain_events(timeout=timeout)
+        except socket.timeout:
+            return False
+        return True
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        tags = list(takewhile(lambda tag: tag <= delivery_tag, self._unconfirmed)) if multiple else [delivery_tag]
+        for tag in tags:
+            self._unconfirmed_bytes -= len(self._unconfirmed.pop(tag).payload)
+
+    def _on_nack(self, delivery_tag: int, _multiple: bool) -> None:
+        raise BatchNacked(f"the broker refused delivery tag {delivery_tag}")
+
+    def _send(self, batch: _Batch) -> None:
+        self._app.send_task(
+            PERSIST_BATCH_TASK,
+            args=(batch.payload,),
+            producer=self._producer,
+            retry=False,
+            queue=settings.INGEST_QUEUE,
+            routing_key=settings.INGEST_QUEUE,
+            # The collector groups messages by their samples without decoding them.
+            headers={"samples": batch.samples},
+        )
+
+    def _held_samples(self) -> int:
+        return sum(batch.samples for batch in (*self._unconfirmed.values(), *self._unsent))
+
+    def _connect(self) -> None:
+        if self._connection is not None:
+            return
+        # Confirms are collected as they come (`_on_ack`), not awaited after each message as the app's option would.
+        connection = self._app.connection_for_write(transport_options={"confirm_publish": False})
+        try:
             connection.ensure_connection(max_retries=1)
             declare_ingest_queues(connection)
-            self._connection = connection
-        return self._connection
+            channel = connection.default_channel
+            self._confirms = connection.transport.driver_type == "amqp"
+            if self._confirms:
+                channel.confirm_select()
+                channel.events["basic_ack"].add(self._on_ack)
+                channel.events["basic_nack"].add(self._on_nack)
+        except BaseException:
+            connection.collect()
+            raise
+        self._producer = self._app.amqp.Producer(channel, auto_declare=False)
+        self._connection = connection
+        self._next_tag = 1  # a channel numbers its deliveries from 1 once in confirm mode
 
-    def _disconnect(self) -> None:
+    def _drop_connection(self) -> None:
+        """Forget a broken connection without talking to the broker; everything unconfirmed is to be sent again."""
+        self._unsent.extendleft(reversed(self._unconfirmed.values()))
+        self._unconfirmed.clear()
+        self._unconfirmed_bytes = 0
         if self._connection is not None:
-            try:
+            self._connection.collect()
+        self._connection = self._producer = None
+
+    def _release(self) -> None:
+        if self._connection is not None:
+            with suppress(*BROKER_ERRORS):
                 self._connection.release()
-            except BROKER_ERRORS:
-                pass
-            self._connection = None
+        self._connection = self._producer = None
