@@ -117,6 +117,10 @@ class Command(BaseCommand):
         finally:
             batches.put(_DONE)
             writer.join()
+            try:
+                publisher.close()  # returns once the broker has confirmed every batch
+            except PublishAborted as exc:
+                errors.append(exc)
         if errors:
             if isinstance(errors[0], PublishAborted):
                 raise CommandError(str(errors[0]))
