@@ -177,6 +177,8 @@ class BatchPublisher:
             routing_key=settings.INGEST_QUEUE,
             # The collector groups messages by their samples without decoding them.
             headers={"samples": batch.samples},
+            # What logs and monitors show of the task's argument, instead of a repr of its bytes.
+            argsrepr=f"(<batch of {batch.samples} samples>,)",
         )
 
     def _held_samples(self) -> int:
