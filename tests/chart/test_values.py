@@ -1,5 +1,6 @@
 """The seed README's values land where they should in the rendered objects."""
 import pytest
+from django.conf import settings
 
 from tests.chart.conftest import env_of
 from tests.chart.examples import EXAMPLES_DIR, all_examples
@@ -28,6 +29,9 @@ def test_streamer_defaults(helm):
     assert env["STREAM_WORKERS"] == "2" and float(env["STREAM_RATE"]) == 10.0
     assert env["STREAM_LOOP"] == "true" and env["STREAM_TIMESTAMPS"] == "now"
     assert env["STREAM_REORDER_WINDOW"] == "100000"
+    # The stream command's defaults (config/settings.py), as the benchmarks measure them.
+    assert env["STREAM_BATCH_SIZE"] == str(settings.STREAM_BATCH_SIZE) == "5000"
+    assert float(env["STREAM_FLUSH_INTERVAL"]) == settings.STREAM_FLUSH_INTERVAL
     assert env["LOG_FORMAT"] == "json"
     # The image's bundled sample: no STREAM_SOURCE, no ConfigMap, no partition by node.
     assert "STREAM_SOURCE" not in env and "STREAM_ONLY_HOST" not in env
@@ -124,12 +128,21 @@ def test_replica_counts_without_autoscaling(helm):
     assert not docs.of("HorizontalPodAutoscaler")
 
 
+def test_collector_defaults_are_the_settings_defaults(helm):
+    env = env_of(helm().one("Deployment", "collector")["spec"]["template"]["spec"]["containers"][0])
+    assert (env["COLLECTOR_GROUP_SAMPLES"], env["COLLECTOR_GROUP_WAIT_MS"], env["COLLECTOR_PREFETCH"]) == (
+        str(settings.COLLECTOR_GROUP_SAMPLES), str(settings.COLLECTOR_GROUP_WAIT_MS),
+        str(settings.CELERY_WORKER_PREFETCH_MULTIPLIER))
+
+
 def test_collector_settings_reach_the_worker(helm):
-    container = helm("--set", "collector.workers=8", "--set", "collector.maxEntriesPerGPU=0").one(
-        "Deployment", "collector")["spec"]["template"]["spec"]["containers"][0]
+    container = helm("--set", "collector.workers=8", "--set", "collector.maxEntriesPerGPU=0",
+                     "--set", "collector.groupSamples=5000", "--set", "collector.groupWaitMs=100",
+                     "--set", "collector.prefetch=50").one("Deployment", "collector")["spec"]["template"]["spec"]["containers"][0]
     env = env_of(container)
     assert container["args"] == ["worker"]
     assert env["COLLECTOR_CONCURRENCY"] == "8" and env["COLLECTOR_MAX_ENTRIES_PER_GPU"] == "0"
+    assert (env["COLLECTOR_GROUP_SAMPLES"], env["COLLECTOR_GROUP_WAIT_MS"], env["COLLECTOR_PREFETCH"]) == ("5000", "100", "50")
     assert container["livenessProbe"]["exec"]["command"] == [
         "python", "-m", "telemetry.ingest.collector.heartbeat", "--max-age", "60"]
 
