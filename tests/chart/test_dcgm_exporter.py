@@ -49,7 +49,7 @@ def test_reads_the_nodes_exporter_by_default(helm):
     # A live source is not throttled, replayed or restamped, nor partitioned by host name.
     assert not REPLAY_ONLY & set(env)
     # The batching settings still apply.
-    assert (env["STREAM_WORKERS"], env["STREAM_BATCH_SIZE"], env["STREAM_REORDER_WINDOW"]) == ("2", "1000", "100000")
+    assert (env["STREAM_WORKERS"], env["STREAM_BATCH_SIZE"], env["STREAM_REORDER_WINDOW"]) == ("2", "5000", "100000")
     assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert "secretKeyRef" in env["CELERY_BROKER_URL"] and "DATABASE_URL" not in env
 
