@@ -48,7 +48,7 @@ class EmbeddedWorker:
         """Messages waiting in the ingest queue plus batches this worker holds or is storing."""
         with self._app.connection_for_write() as connection:
             waiting = connection.default_channel.queue_declare(settings.INGEST_QUEUE, passive=True).message_count
-        return waiting + persist_batch.gathering() + len(worker_state.active_requests)
+        return waiting + persist_batch.held()
 
     def drain_and_stop(self, timeout: float = 60.0) -> bool:
         """Wait until every queued batch is stored, then stop; False if batches were still queued."""

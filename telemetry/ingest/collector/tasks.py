@@ -63,6 +63,7 @@ class GroupedBatches(Batches):
     def __init__(self) -> None:
         super().__init__()
         self._samples = 0
+        self._storing = 0  # messages handed to a pool process and not settled yet
 
     def Strategy(self, task, app, consumer) -> Callable:
         gather = super().Strategy(task, app, consumer)
@@ -75,16 +76,19 @@ class GroupedBatches(Batches):
 
         return gather_counting
 
-    def gathering(self) -> int:
-        """Messages received and not yet handed to a pool process."""
-        return self._buffer.qsize() + self._pending.qsize()
+    def held(self) -> int:
+        """Messages this worker has received and not settled yet."""
+        return self._buffer.qsize() + self._pending.qsize() + self._storing
 
     def _do_flush(self) -> None:
         self._samples = 0
         super()._do_flush()
 
     def flush(self, requests):
+        self._storing += len(requests)
+
         def settle(verdicts: list[Verdict] | None) -> None:
+            self._storing -= len(requests)
             if verdicts is None:  # the task itself failed: keep every message for inspection and replay
                 verdicts = ["the group's task failed; see the worker's log"] * len(requests)
             for request, verdict in zip(requests, verdicts):
@@ -94,6 +98,7 @@ class GroupedBatches(Batches):
                     request.reject(requeue=False)
 
         def requeue(_exc_info) -> None:  # the pool process died (killed, out of memory): deliver again
+            self._storing -= len(requests)
             for request in requests:
                 request.reject(requeue=True)
 
