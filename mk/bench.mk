@@ -1,8 +1,9 @@
-# Benchmarks (bench/) and fault-injection tests (tests/faults): `make bench`, `make bench-smoke`, `make test-faults`.
+# Benchmarks (bench/) and fault-injection tests (tests/faults): `make bench`, `make bench-smoke`, `make fleet-sim`,
+# `make test-faults`.
 VENV ?= .venv
 PY ?= $(VENV)/bin/python
 
-.PHONY: bench bench-smoke test-faults
+.PHONY: bench bench-smoke fleet-sim test-faults
 
 # The full run: 1M-sample ingest and backfill, 10M-sample storage and queries, a 1 GB CSV (about 10 minutes).
 bench: install
@@ -11,6 +12,10 @@ bench: install
 # Under a minute: checks that every benchmark runs and gives sane figures, not that targets are met.
 bench-smoke: install
 	$(PY) -m bench.run --smoke
+
+# A simulated live fleet against the real collector: the largest N nodes it keeps up with at 1 s and 15 s ticks.
+fleet-sim: install
+	$(PY) -m bench.fleet_sim
 
 # Stops and restarts the local RabbitMQ and PostgreSQL; the main pytest run leaves these out (-m "not fault").
 test-faults: install
