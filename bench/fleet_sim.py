@@ -95,8 +95,8 @@ MIG_INSTANCES = ((1, "3g.40gb"), (2, "3g.40gb"))
 FLAT_SLOPE_SHARE = 0.02  # a depth slope under this share of the publish rate is flat
 BEHIND_TICKS = 3  # a queue holding this many ticks' batches is not kept up with: the step ends
 WINDOW_MIN_S = 5.0  # the least window measured before that ends a step, so its rates mean something
-# Each publish waits for its confirm, so one connection sends a few hundred batches a second at most.
-BATCHES_PER_CONNECTION = 200
+# Batches a second one publisher connection sends comfortably (confirms are pipelined).
+BATCHES_PER_CONNECTION = 1000
 CONNECTIONS_MAX = 8
 POLL_HZ = 8  # API requests a second, all probes together, so polling costs little of 2 cores
 # Probe devices few enough that the poll budget covers each probe tick this many times: otherwise
@@ -354,7 +354,8 @@ class NodeShare(threading.Thread):
         from config.celery import app
         from telemetry.ingest.streamer.publisher import BatchPublisher, PublishAborted
 
-        publisher = BatchPublisher(app=app, abort=self.stop)
+        # Never aborted: at the end of a step, close() waits for the broker to confirm the last batches.
+        publisher = BatchPublisher(app=app, abort=threading.Event())
         draw = random.Random(id(self)).random
         try:
             for due, node in self._schedule():

@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark of issue 5 against a fresh database, each next to a baseline from the same run.
+"""`make bench`: every benchmark against a fresh database, each next to a baseline from the same run or its target.
 
     python -m bench.run            # the full run (1M-sample ingest, 10M-sample storage and queries, 1 GB CSV)
     python -m bench.run --smoke    # a small run (under a minute) that checks the benchmarks run and give sane figures
@@ -549,6 +549,32 @@ def bench_exporter_parse(run: Run) -> None:
                    rate / plain, f">= {exporter_parse.TARGET:,} samples/s", rate >= exporter_parse.TARGET, result))
 
 
+# --- A live fleet: simulated nodes, one batch each per tick (bench/fleet_sim.py) ---
+
+FLEET_NODES_TARGET = 400  # at 1 s ticks
+FLEET_FRESHNESS_TARGET_S = 2.0
+
+
+def bench_fleet(run: Run) -> None:
+    from bench import fleet_sim
+
+    result = fleet_sim.measure_fleet(run.work / "fleet-sim", quick=run.smoke)
+    for problem in result["problems"]:
+        run.check(False, f"fleet simulation: {problem}")
+    for interval, largest in result["largest"].items():
+        nodes, missed = largest["nodes"], largest["not_kept_up_at"]
+        beyond = "no larger N tried" if missed is None else f"{missed:,} not kept up with"
+        fast = interval == "1s"
+        run.add(Figure(f"fleet at {interval} ticks: nodes kept up with (8 GPUs × 25 fields; {beyond})", nodes, "nodes",
+                       target=f">= {FLEET_NODES_TARGET}" if fast else "evidence",
+                       met=(nodes or 0) >= FLEET_NODES_TARGET if fast else None, details=largest))
+        p99 = largest["freshness_p99_s"]
+        run.add(Figure(f"fleet at {interval} ticks: freshness p99 at that load (sample time to the API)", p99, "s",
+                       target=f"<= {FLEET_FRESHNESS_TARGET_S:g} s",
+                       met=p99 is not None and p99 <= FLEET_FRESHNESS_TARGET_S))
+    run.notes.append(f"fleet simulation: {result['seconds']} s, {len(result['steps'])} steps")
+
+
 # --- Report ---
 
 
@@ -620,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_query(run, start)
         print("streamer memory", flush=True)
         bench_memory(run, fleet)
+        print("a live fleet (bench/fleet_sim.py)", flush=True)
+        bench_fleet(run)
     except Exception as exc:
         run.problems.append(f"benchmark crashed: {type(exc).__name__}: {exc}")
         raise

@@ -5,7 +5,8 @@ PY ?= $(VENV)/bin/python
 
 .PHONY: bench bench-smoke fleet-sim test-faults
 
-# The full run: 1M-sample ingest and backfill, 10M-sample storage and queries, a 1 GB CSV (about 10 minutes).
+# The full run: 1M-sample ingest and backfill at four batch sizes, 10M-sample storage and queries, a 1 GB CSV,
+# and the fleet simulation (about 12 minutes).
 bench: install
 	$(PY) -m bench.run
 
