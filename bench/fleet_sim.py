@@ -708,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=WINDOW_S,
                         help="seconds measured: the one step, or the search's final steps (default %(default)g)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: short windows, few steps")
+    parser.add_argument("--report", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
     if args.interval is not None and not args.nodes:
         parser.error("--interval goes with --nodes; the search runs at 1 s and 15 s")
@@ -736,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"fleet-sim-{stamp}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
+    if args.report:
+        args.report.write_text(out.read_text())
     print()
     print(table(report["steps"]))
     for interval, largest in report.get("largest", {}).items():
