@@ -577,8 +577,8 @@ def bench_fleet(run: Run) -> None:
                        met=(nodes or 0) >= FLEET_NODES_TARGET if fast else None, details=largest))
         p99 = largest["freshness_p99_s"]
         run.add(Figure(f"fleet at {interval} ticks: freshness p99 at that load (sample time to the API)", p99, "s",
-                       target=f"<= {FLEET_FRESHNESS_TARGET_S:g} s",
-                       met=p99 is not None and p99 <= FLEET_FRESHNESS_TARGET_S))
+                       target=f"<= {FLEET_FRESHNESS_TARGET_S:g} s" if fast else "evidence",
+                       met=p99 is not None and p99 <= FLEET_FRESHNESS_TARGET_S if fast else None))
     run.notes.append(f"fleet simulation: {result['seconds']} s, {len(result['steps'])} steps")
 
 
