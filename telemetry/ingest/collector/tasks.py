@@ -107,12 +107,12 @@ class GroupedBatches(Batches):
                                       error_callback=requeue)
 
 
-# max_retries=None: Celery never gives up by itself; COLLECTOR_MAX_RETRIES decides, then dead-letters.
+# Acknowledging, retrying and dead-lettering are GroupedBatches' and this task's own work.
 @shared_task(
-    name=PERSIST_BATCH_TASK, base=GroupedBatches, bind=True, acks_late=True, max_retries=None,
+    name=PERSIST_BATCH_TASK, base=GroupedBatches,
     flush_samples=settings.COLLECTOR_GROUP_SAMPLES, flush_interval=settings.COLLECTOR_GROUP_WAIT_MS / 1000,
 )
-def persist_batch(self, requests: list[SimpleRequest]) -> list[Verdict]:
+def persist_batch(requests: list[SimpleRequest]) -> list[Verdict]:
     """Store the group's batches; one verdict per request, in order."""
     verdicts: list[Verdict] = [None] * len(requests)
     decoded: list[tuple[int, Batch]] = []
