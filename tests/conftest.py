@@ -71,6 +71,24 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 60, interval: 
     return predicate()
 
 
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def broker_connections_drop(pid: int) -> int:
+    """Have RabbitMQ close process `pid`'s connections, as a broker restart would; returns how many."""
+    sockets = subprocess.run(["ss", "-tnpH", "state", "established", "dport", "= :5672"],
+                             check=True, capture_output=True, text=True).stdout
+    ports = {line.split()[2].rsplit(":", 1)[1] for line in sockets.splitlines() if f"pid={pid}," in line}
+    dropped = 0
+    for line in rabbitmqctl("list_connections", "pid", "peer_port").splitlines()[1:]:
+        connection, peer_port = line.split("\t")
+        if peer_port in ports:
+            rabbitmqctl("close_connection", connection, "test: broker connection dropped")
+            dropped += 1
+    return dropped
+
+
 class WorkerProcess:
     """`celery -A config worker -Q <queue>` as a subprocess against the test database."""
 

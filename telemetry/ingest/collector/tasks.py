@@ -66,6 +66,11 @@ class GroupedBatches(Batches):
         self._storing = 0  # messages handed to a pool process and not settled yet
 
     def Strategy(self, task, app, consumer) -> Callable:
+        # Called on every connection to the broker. After a lost one, what was gathered on it is
+        # redelivered by the broker (and could not be acknowledged on the new one), and Celery has
+        # cleared the timer that flushed groups by time: forget both, so the next message starts a
+        # new group and a new timer.
+        self._gathered_forget()
         gather = super().Strategy(task, app, consumer)
 
         def gather_counting(message: Message, *args, **kwargs) -> None:
@@ -75,6 +80,13 @@ class GroupedBatches(Batches):
                 self._do_flush()
 
         return gather_counting
+
+    def _gathered_forget(self) -> None:
+        for gathered in (self._buffer, self._pending):
+            while not gathered.empty():
+                gathered.get_nowait()
+        self._samples = 0
+        self._tref = None
 
     def held(self) -> int:
         """Messages this worker has received and not settled yet."""

@@ -1,5 +1,8 @@
 """The collector task with a real worker on RabbitMQ: batches stored as groups, redelivery stores
 nothing twice, garbage and refused batches are dead-lettered alone."""
+import threading
+import time
+
 import msgpack
 import pytest
 from celery_batches import SimpleRequest
@@ -10,7 +13,7 @@ from telemetry.ingest.queues import dead_letter_queue
 from telemetry.ingest.collector.tasks import persist_batch, retry_delay
 from telemetry.ingest.wire import GpuInfo
 from telemetry.models import Gpu, IngestCounter
-from tests.conftest import wait_until
+from tests.conftest import broker_connections_drop, wait_until
 from tests.ingest.collector.devices import DEVICES, MIG_UUID, WHOLE_UUID, devices_batch
 from tests.ingest.factories import fleet_batch, gpu
 from tests.samples import device_id, stored_count, stored_samples
@@ -82,6 +85,27 @@ def test_a_worker_dead_letters_a_refused_batch_alone_and_stores_the_rest_of_its_
     assert wait_until(lambda: dead_lettered_messages() == 1 and stored_count() == 20 * 4)
     assert counter("batches_dead_lettered") == 1
     assert "storing each alone" in worker.output()
+
+
+def test_after_its_broker_connection_drops_a_worker_still_stores_groups_by_time(worker_process):
+    """Celery clears its timers with a lost connection: groups smaller than COLLECTOR_GROUP_SAMPLES,
+    gathered while it dropped and after, must still be stored after COLLECTOR_GROUP_WAIT_MS."""
+    worker = worker_process()
+    sent = []
+
+    def send_every_50_ms() -> None:
+        for n in range(60):
+            persist_batch.apply_async(args=(encode_batch(fleet_batch(gpus=2, ticks=1, start_us=n * 1_000_000)),))
+            sent.append(n)
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=send_every_50_ms)
+    sender.start()
+    assert wait_until(lambda: len(sent) >= 20)
+    assert broker_connections_drop(worker.process.pid) >= 1
+    sender.join()
+    assert wait_until(lambda: worker.output().count("Connected to amqp") == 2, timeout=60), worker.output()[-3000:]
+    assert wait_until(lambda: stored_count() == 60 * 4, timeout=30), worker.output()[-3000:]
 
 
 def test_retry_backoff_grows_and_is_capped():

@@ -15,7 +15,7 @@ from config.celery import app
 from telemetry.ingest.queues import ingest_queue
 from telemetry.ingest.streamer.publisher import BatchPublisher, PublishAborted
 from telemetry.ingest.wire import PERSIST_BATCH_TASK, encode_batch
-from tests.conftest import purge_ingest_queues, wait_until
+from tests.conftest import broker_connections_drop, purge_ingest_queues, rabbitmqctl, wait_until
 from tests.ingest.factories import fleet_batch
 
 # Named after the queue, so that test sessions on other queues keep their own.
@@ -55,22 +55,8 @@ def queued_count() -> int:
         return connection.default_channel.queue_declare(queue=settings.INGEST_QUEUE, passive=True).message_count
 
 
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60).stdout
-
-
 def drop_broker_connections_of_this_process() -> int:
-    """Have RabbitMQ close this process's connections, as a broker restart would; returns how many."""
-    sockets = subprocess.run(["ss", "-tnpH", "state", "established", "dport", "= :5672"],
-                             check=True, capture_output=True, text=True).stdout
-    ports = {line.split()[2].rsplit(":", 1)[1] for line in sockets.splitlines() if f"pid={os.getpid()}," in line}
-    dropped = 0
-    for line in rabbitmqctl("list_connections", "pid", "peer_port").splitlines()[1:]:
-        pid, peer_port = line.split("\t")
-        if peer_port in ports:
-            rabbitmqctl("close_connection", pid, "test: broker connection dropped")
-            dropped += 1
-    return dropped
+    return broker_connections_drop(os.getpid())
 
 
 @pytest.fixture
