@@ -128,9 +128,10 @@ class References:
       rolled-back creation is never remembered;
     - a key not remembered is looked up, and created if missing, with ON CONFLICT DO NOTHING
       and a second look-up, so a row another worker created is found, never duplicated;
-    - reference rows are never deleted or renumbered (the admin is read-only, retention
-      deletes readings only), so a remembered id stays valid; whoever empties these tables by
-      hand (tests, benchmarks) calls `clear()`, or restarts the collectors;
+    - reference rows are never deleted or renumbered by the product (the admin is read-only,
+      retention deletes readings only); should some be gone all the same (tables emptied by
+      hand), the insert statement counts the ids it was given that have no row, and the write
+      rolls back, forgets everything (`clear()`) and runs again;
     - a device's attributes (host, index, …) are not remembered: each write sets them.
     """
 
@@ -139,13 +140,13 @@ class References:
     def __init__(self) -> None:
         self.devices: dict[DeviceKey, int] = {}
         self.metrics: dict[str, int] = {}
-        self.label_sets: dict[str, int] = {}
+        self.label_sets: dict[Labels, int] = {}
 
     def clear(self) -> None:
         for table in (self.devices, self.metrics, self.label_sets):
             table.clear()
 
-    def remember(self, devices: dict[DeviceKey, int], metrics: dict[str, int], label_sets: dict[str, int]) -> None:
+    def remember(self, devices: dict[DeviceKey, int], metrics: dict[str, int], label_sets: dict[Labels, int]) -> None:
         for table, found in ((self.devices, devices), (self.metrics, metrics), (self.label_sets, label_sets)):
             if len(table) + len(found) > self.MAX_ENTRIES:
                 table.clear()
