@@ -46,6 +46,21 @@ def retry_delay(retries: int) -> int:
     return min(RETRY_BACKOFF_MAX_S, 2**retries)
 
 
+def retry_delays(max_retries: int, budget_s: float) -> list[int]:
+    """The waits before each retry: at most `max_retries`, and no more than `budget_s` in all.
+
+    The budget is half the task's soft time limit: a group the database keeps failing is then
+    dead-lettered by the task, instead of its pool process being killed by the time limit and the
+    group redelivered, again and again, for as long as the outage lasts."""
+    delays: list[int] = []
+    for retries in range(max_retries):
+        delay = retry_delay(retries)
+        if sum(delays) + delay > budget_s:
+            break
+        delays.append(delay)
+    return delays
+
+
 def message_samples(message: Message) -> int:
     """The samples a queued message holds: the streamer's `samples` header, or an estimate by size."""
     samples = (message.headers or {}).get("samples")
@@ -163,7 +178,7 @@ def _parts(decoded: list[tuple[int, Batch]], samples: int) -> Iterator[list[tupl
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The database kept failing for COLLECTOR_MAX_RETRIES retries."""
+    """The database kept failing for all the retries `retry_delays` allows."""
 
 
 def _store_isolating(part: list[tuple[int, Batch]]) -> dict[int, str]:
@@ -190,7 +205,8 @@ def _store_retrying(batches: list[Batch]) -> None:
     """`batches_persist`, retried with backoff while the database is unreachable; the messages stay
     unacknowledged meanwhile."""
     samples = sum(map(len, batches))
-    for retries in range(settings.COLLECTOR_MAX_RETRIES + 1):
+    delays = retry_delays(settings.COLLECTOR_MAX_RETRIES, settings.CELERY_TASK_SOFT_TIME_LIMIT / 2)
+    for retries in range(len(delays) + 1):
         try:
             result = batches_persist(batches, max_per_gpu=settings.COLLECTOR_MAX_ENTRIES_PER_GPU)
             logger.debug("stored %d of %d samples from %d batches (%d duplicates, %d trimmed)",
@@ -198,12 +214,11 @@ def _store_retrying(batches: list[Batch]) -> None:
             return
         except TRANSIENT_ERRORS as exc:
             connection.close()  # the next attempt opens a new connection
-            if retries == settings.COLLECTOR_MAX_RETRIES:
+            if retries == len(delays):
                 raise DatabaseUnavailable(f"database still failing after {retries} retries: {exc}") from exc
-            delay = retry_delay(retries)
             logger.warning("%d batches (%d samples): database error, retry %d in %ds: %s",
-                           len(batches), samples, retries + 1, delay, exc)
-            time.sleep(delay)
+                           len(batches), samples, retries + 1, delays[retries], exc)
+            time.sleep(delays[retries])
 
 
 def _refusal(exc: Exception) -> str:

@@ -10,7 +10,7 @@ from celery_batches import SimpleRequest
 from config.celery import app
 from telemetry.ingest.wire import encode_batch
 from telemetry.ingest.queues import dead_letter_queue
-from telemetry.ingest.collector.tasks import persist_batch, retry_delay
+from telemetry.ingest.collector.tasks import message_samples, persist_batch, retry_delay, retry_delays
 from telemetry.ingest.wire import GpuInfo
 from telemetry.models import Gpu, IngestCounter
 from tests.conftest import broker_connections_drop, wait_until
@@ -110,6 +110,26 @@ def test_after_its_broker_connection_drops_a_worker_still_stores_groups_by_time(
 
 def test_retry_backoff_grows_and_is_capped():
     assert [retry_delay(n) for n in (0, 1, 2, 3, 10)] == [1, 2, 4, 8, 60]
+
+
+def test_retries_stop_within_half_the_soft_time_limit():
+    # The defaults: 12 retries allowed, a soft time limit of 270 s.
+    assert retry_delays(12, 135) == [1, 2, 4, 8, 16, 32, 60]
+    assert retry_delays(3, 1000) == [1, 2, 4]
+    assert retry_delays(5, 0.5) == []
+
+
+class QueuedMessage:
+    def __init__(self, body: bytes, headers: dict | None) -> None:
+        self.body, self.headers = body, headers
+
+
+def test_a_message_weighs_its_samples_header_or_else_its_size():
+    assert message_samples(QueuedMessage(b"x" * 5000, {"samples": 200})) == 200
+    # An older streamer's message, or a header that is not a count: about a sample per 10 bytes.
+    assert message_samples(QueuedMessage(b"x" * 5000, None)) == 500
+    assert message_samples(QueuedMessage(b"x" * 5000, {"samples": "many"})) == 500
+    assert message_samples(QueuedMessage(b"x" * 5000, {"samples": -3})) == 500
 
 
 def test_mig_instances_reach_the_database_as_devices_of_their_own(worker_process):
