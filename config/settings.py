@@ -5,7 +5,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_age, env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -88,6 +88,10 @@ else:
     from telemetry.embedded.postgres import database_settings  # noqa: E402 (stdlib only, starts nothing)
 
     DATABASES = {"default": {**database_settings(EMBEDDED_POSTGRES_DIR), "CONN_MAX_AGE": _CONN_MAX_AGE}}
+# No JIT compilation: the statements here are short, and the history statements' row estimates
+# (set-returning functions count as 1,000 rows) made PostgreSQL spend longer compiling than running them.
+_OPTIONS = DATABASES["default"].setdefault("OPTIONS", {})
+_OPTIONS["options"] = f"{_OPTIONS.get('options', '')} -c jit=off".strip()
 
 # --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ---
 # Without CELERY_BROKER_URL the embedded default is an in-process broker (memory://), served by
@@ -145,6 +149,13 @@ COLLECTOR_MAX_RETRIES = env_int("COLLECTOR_MAX_RETRIES", 12, minimum=0)
 # after COLLECTOR_GROUP_WAIT_MS, in one transaction and one COPY.
 COLLECTOR_GROUP_SAMPLES = env_int("COLLECTOR_GROUP_SAMPLES", 20000, minimum=1)
 COLLECTOR_GROUP_WAIT_MS = env_int("COLLECTOR_GROUP_WAIT_MS", 250, minimum=1)
+# History (telemetry/history/): readings older than COMPRESS_AFTER are packed per device and hour
+# with their minute rollups; each tier is kept for its retention, 0 keeping it for ever.
+COMPRESS_AFTER_SECONDS = env_age("COMPRESS_AFTER", "2h")
+HISTORY_RAW_RETENTION_SECONDS = env_age("HISTORY_RAW_RETENTION", "7d", allow_never=True)
+HISTORY_MINUTE_RETENTION_SECONDS = env_age("HISTORY_MINUTE_RETENTION", "90d", allow_never=True)
+HISTORY_HOUR_RETENTION_SECONDS = env_age("HISTORY_HOUR_RETENTION", "730d", allow_never=True)
+HISTORY_INTERVAL_SECONDS = env_age("HISTORY_INTERVAL", "10m")
 COLLECTOR_HEARTBEAT_FILE = env_str("COLLECTOR_HEARTBEAT_FILE", "/tmp/collector-heartbeat")
 
 # --- Streamer (defaults for `manage.py stream`; each has a command-line flag too) ---

@@ -47,9 +47,11 @@ def manage(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
 def _references_forgotten() -> None:
     """Each test starts with a worker that remembers no device, metric or label set: the tables
     it remembered them from are emptied between tests."""
+    from telemetry.history import partitions
     from telemetry.ingest.collector.services import references
 
     references.clear()
+    partitions.known.clear()
 
 
 def purge_ingest_queues() -> None:

@@ -5,7 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from telemetry.times import to_datetime
-from telemetry.management.commands.trim import parse_age
+from config.env import parse_age
 from telemetry.models import Gpu, IngestCounter
 from tests.conftest import SAMPLE_COUNT, SAMPLE_CSV, SAMPLE_GPUS, SAMPLE_VALUE_SUM
 from tests.ingest.collector.devices import DEVICES, devices_batch

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
+from telemetry.history import packing, partitions
 from telemetry.ingest.wire import NO_LABELS, Batch, GpuInfo, Labels
 from telemetry.models import Gpu, IngestCounter, LabelSet, Metric
 from telemetry.sql import sql_statement
@@ -90,6 +91,13 @@ def batches_persist(batches: list[Batch], *, max_per_gpu: int) -> PersistResult:
         logger.warning("%s; looking every reference up again", exc)
         references.clear()
         stored, trimmed = _group_store(batches, received, rejected, max_per_gpu)
+    except IntegrityError as exc:
+        if not _partition_missing(exc):
+            raise
+        # A day this worker remembered was dropped since (retention) and a late sample needs it again.
+        logger.warning("a remembered partition is gone (%s); creating it again", exc)
+        partitions.known.clear()
+        stored, trimmed = _group_store(batches, received, rejected, max_per_gpu)
     return PersistResult(received, stored, received - stored, trimmed)
 
 
@@ -100,6 +108,10 @@ def _group_store(batches: list[Batch], received: int, rejected: int, max_per_gpu
         _counters_add(cursor, {IngestCounter.SAMPLES_STORED: stored, IngestCounter.SAMPLES_DUPLICATE: received - stored,
                                IngestCounter.ROWS_REJECTED: rejected})
     return stored, trimmed
+
+
+def _partition_missing(exc: IntegrityError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == "23514" and "no partition" in str(exc)
 
 
 def counters_add(deltas: dict[str, int]) -> None:
@@ -369,10 +381,12 @@ def _readings_store(cursor, group: Group, max_per_gpu: int) -> tuple[int, int]:
     """Stage the group's rows, insert the new ones (setting each device's attributes), merge parts
     into rows already stored, trim; returns (samples stored, samples trimmed)."""
     rows = group.rows
+    partitions.partitions_ensure(cursor, partitions.READINGS, partitions.days_of(ts for _, ts in rows))
     cursor.execute(_STAGING_CREATE)
     cursor.execute(_STAGING_CLEAR)
     with cursor.copy(_STAGING_COPY) as copy:
         copy.write(_copy_text(rows))
+    packing.hours_unpack(cursor, rows)
     ids = sorted(group.attributes)
     devices = [group.attributes[gpu_id] for gpu_id in ids]
     cursor.execute(_READINGS_INSERT, {
@@ -450,10 +464,9 @@ def samples_trim(*, max_per_gpu: int) -> int:
 
 
 def samples_delete_older_than(*, cutoff: datetime) -> int:
-    """Delete every sample older than `cutoff`; returns how many were deleted."""
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_READINGS_DELETE_OLDER, {"cutoff": cutoff})
-            deleted = cursor.fetchone()[0]
-        gpus_recount()
-    return deleted
+    """Delete every sample older than `cutoff`: whole days' partitions dropped, the rest of the
+    cutoff's day row by row; returns how many samples were deleted."""
+    dropped = partitions.partitions_drop_before(partitions.READINGS, cutoff, forget=partitions.READINGS_FORGET)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_READINGS_DELETE_OLDER, {"cutoff": cutoff})
+        return sum(dropped.values()) + cursor.fetchone()[0]

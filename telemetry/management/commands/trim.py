@@ -1,23 +1,10 @@
 """`manage.py trim`: apply the per-GPU limit, and optionally drop samples older than an age."""
-import re
-from datetime import timedelta
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from config.env import parse_age
 from telemetry.ingest.collector.services import samples_delete_older_than, samples_trim
-
-_AGE = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_age(text: str) -> timedelta:
-    """`7d`, `12h`, `30m`, `90s`, `2w` → timedelta."""
-    match = _AGE.match(text.strip())
-    if not match:
-        raise ValueError(f"age {text!r} is not a number followed by s, m, h, d or w (for example 7d)")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 class Command(BaseCommand):

@@ -1,0 +1,103 @@
+"""Packing: readings older than COMPRESS_AFTER become one compressed row per device and hour.
+
+Each packed hour gets its minute rollup in the same statement, and a day whose every hour is
+packed gets its hour rollup from those (sql/hours_pack.sql, sql/rollup_days.sql). Hours are
+packed once: a late sample for a packed hour unpacks it first (`hours_unpack`, called by the
+collector), and the next run packs it again, whole. Packing and unpacking of a device take the
+same advisory lock, so neither sees half of the other.
+"""
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from telemetry.history import partitions
+from telemetry.sql import sql_statement
+from telemetry.times import to_microseconds
+
+logger = logging.getLogger(__name__)
+
+PACKED = "telemetry_readinghour"
+ROLLUP_MINUTE = "telemetry_rollupminute"
+ROLLUP_HOUR = "telemetry_rolluphour"
+# pg_advisory_xact_lock's first key: this feature's class of locks, the second being a device id.
+LOCK_NAMESPACE = 0x7E1E
+# Readings this much younger than COMPRESS_AFTER are not packed yet, so a group holding only
+# newer ones needs no look at the packed hours (one packing run's clock against another's).
+UNPACK_MARGIN = timedelta(hours=1)
+
+_sql = lambda name: sql_statement(__file__, name)  # noqa: E731
+_DEVICES_TO_PACK = _sql("devices_to_pack")
+_DEVICES_LOCK = _sql("devices_lock")
+_HOURS_PACK = _sql("hours_pack")
+_HOURS_UNPACK = _sql("hours_unpack")
+_ROLLUP_DAYS = _sql("rollup_days")
+
+
+@dataclass
+class PackResult:
+    devices: int = 0
+    hours: int = 0
+    samples: int = 0
+    days_rolled_up: int = 0
+    days: set[datetime] = field(default_factory=set)
+
+
+def packing_boundary(now: datetime | None = None) -> datetime:
+    """The hour boundary that readings older than COMPRESS_AFTER end at: packing stops there."""
+    moment = (now or timezone.now()) - timedelta(seconds=settings.COMPRESS_AFTER_SECONDS)
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def devices_lock(cursor, ids: list[int]) -> None:
+    cursor.execute(_DEVICES_LOCK, {"namespace": LOCK_NAMESPACE, "ids": ids})
+
+
+def hours_pack(*, before: datetime, chunk: int, progress: Callable[[PackResult], None] = lambda _: None,
+               stopping: Callable[[], bool] = lambda: False) -> PackResult:
+    """Pack every device's readings older than `before` (an hour boundary), `chunk` devices a
+    transaction; `progress` hears after each chunk, and `stopping` ends the run between chunks."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DEVICES_TO_PACK, {"before": before})
+        oldest = dict(cursor.fetchall())
+    result = PackResult()
+    ids = sorted(oldest)
+    for first in range(0, len(ids), chunk):
+        if stopping():
+            break
+        part = ids[first:first + chunk]
+        _chunk_pack(part, min(oldest[i] for i in part), before, result)
+        progress(result)
+    return result
+
+
+def _chunk_pack(ids: list[int], oldest: datetime, before: datetime, result: PackResult) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        devices_lock(cursor, ids)
+        days = range(to_microseconds(oldest) // partitions.US_PER_DAY, to_microseconds(before) // partitions.US_PER_DAY + 1)
+        for table in (PACKED, ROLLUP_MINUTE, ROLLUP_HOUR):
+            partitions.partitions_ensure(cursor, table, days)
+        cursor.execute(_HOURS_PACK, {"ids": ids, "before": before})
+        hours, samples, touched, _ = cursor.fetchone()
+        cursor.execute(_ROLLUP_DAYS, {"ids": ids, "days": touched, "before": before})
+        result.days_rolled_up += cursor.fetchone()[0]
+    result.devices += len(ids)
+    result.hours += hours
+    result.samples += samples
+    result.days.update(touched)
+
+
+def hours_unpack(cursor, readings: Iterable[tuple[int, int]]) -> int:
+    """Unpack the packed hours that these staged readings, (GPU id, time in µs), fall in; only the
+    devices with a reading old enough to be in one are looked at. Returns the hours unpacked."""
+    horizon_us = to_microseconds(packing_boundary() + UNPACK_MARGIN)
+    late = sorted({gpu_id for gpu_id, ts in readings if ts < horizon_us})
+    if not late:
+        return 0
+    devices_lock(cursor, late)
+    cursor.execute(_HOURS_UNPACK, {"horizon_us": horizon_us})
+    return cursor.fetchone()[0]

@@ -1,0 +1,24 @@
+-- Before a group is stored: unpacks each packed hour that a staged reading falls in (a late
+-- sample), so the insert stores, merges and counts it as any other, and packing the hour again
+-- writes it whole. The hour's minute rollup and its day's hour rollup go with it, written again
+-- when the hour is packed again. Returns the hours unpacked.
+WITH touched AS (
+    SELECT DISTINCT gpu_id, date_trunc('hour', timestamptz 'epoch' + ts_us * interval '1 microsecond', 'UTC') AS hour
+    FROM reading_staging
+    WHERE ts_us < %(horizon_us)s
+), unpacked AS (
+    DELETE FROM telemetry_readinghour AS h USING touched AS t
+    WHERE h.gpu_id = t.gpu_id AND h.hour = t.hour
+    RETURNING h.gpu_id, h.hour, h.times, h.label_set_ids, h."values"
+), minutes AS (
+    DELETE FROM telemetry_rollupminute AS m USING unpacked AS u WHERE m.gpu_id = u.gpu_id AND m.hour = u.hour
+), days AS (
+    DELETE FROM telemetry_rolluphour AS d USING unpacked AS u
+    WHERE d.gpu_id = u.gpu_id AND d.day = date_trunc('day', u.hour, 'UTC')
+), restored AS (
+    INSERT INTO telemetry_reading (gpu_id, "timestamp", label_set_id, "values")
+    SELECT u.gpu_id, p."timestamp", p.label_set_id, p."values"
+    FROM unpacked AS u CROSS JOIN LATERAL telemetry_hour_readings(u.hour, u.times, u.label_set_ids, u."values") AS p
+    ORDER BY u.gpu_id, p."timestamp"
+)
+SELECT count(*) FROM unpacked

@@ -1,0 +1,64 @@
+"""Packing old readings per device and hour: read back alike, idempotent, late samples stored once."""
+from datetime import datetime, timezone
+
+import pytest
+
+from telemetry.history.packing import hours_pack
+from telemetry.ingest.collector.services import gpus_recount, samples_persist
+from telemetry.models import Gpu, Reading
+from tests.history.history_data import START_US, history_batch, readings_between, table_rows
+
+pytestmark = pytest.mark.django_db
+
+BOUNDARY = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def every_device_readings() -> dict[int, list[tuple]]:
+    return {gpu_id: readings_between(gpu_id) for gpu_id in Gpu.objects.values_list("id", flat=True)}
+
+
+def test_packed_hours_read_back_as_the_readings_they_hold():
+    samples_persist(batch=history_batch(), max_per_gpu=0)
+    before = every_device_readings()
+    result = hours_pack(before=BOUNDARY, chunk=1)
+    assert (result.devices, result.hours) == (2, 2 * 3)
+    assert Reading.objects.count() == 0
+    assert [(gpu, hour.hour) for gpu, hour, *_ in table_rows("telemetry_readinghour")][:3] == [(1, 10), (1, 11), (1, 12)]
+    assert every_device_readings() == before
+    assert result.samples == sum(len(values) for readings in before.values() for _, _, values in readings)
+
+
+def test_a_window_across_packed_and_raw_readings_is_one_answer():
+    samples_persist(batch=history_batch(), max_per_gpu=0)
+    gpu_id = Gpu.objects.order_by("id").first().id
+    before = every_device_readings()
+    hours_pack(before=datetime(2025, 7, 18, 11, 30, tzinfo=timezone.utc).replace(minute=0), chunk=10)
+    assert Reading.objects.filter(gpu_id=gpu_id).exists()  # 11:00 onwards still raw
+    lo, hi = datetime(2025, 7, 18, 10, 50, tzinfo=timezone.utc), datetime(2025, 7, 18, 11, 10, tzinfo=timezone.utc)
+    assert readings_between(gpu_id, lo, hi) == [r for r in before[gpu_id] if lo <= r[0] <= hi]
+
+
+def test_packing_twice_changes_nothing():
+    samples_persist(batch=history_batch(), max_per_gpu=0)
+    hours_pack(before=BOUNDARY, chunk=10)
+    tables = [table_rows(t) for t in ("telemetry_readinghour", "telemetry_rollupminute", "telemetry_rolluphour")]
+    again = hours_pack(before=BOUNDARY, chunk=10)
+    assert (again.devices, again.hours, again.samples) == (0, 0, 0)
+    assert [table_rows(t) for t in ("telemetry_readinghour", "telemetry_rollupminute", "telemetry_rolluphour")] == tables
+
+
+def test_a_late_sample_for_a_packed_hour_is_stored_once():
+    samples_persist(batch=history_batch(), max_per_gpu=0)
+    hours_pack(before=BOUNDARY, chunk=10)
+    expected = every_device_readings()
+    # The same three hours again (all duplicates) and half an hour more, on both sides of a packed hour.
+    replay = samples_persist(batch=history_batch(hours=3.5, start_us=START_US), max_per_gpu=0)
+    extra = replay.received - sum(len(v) for readings in expected.values() for _, _, v in readings)
+    assert (replay.stored, replay.duplicates) == (extra, replay.received - extra)
+    hours_pack(before=BOUNDARY, chunk=10)
+    assert Reading.objects.count() == 0
+    after = every_device_readings()
+    assert {g: r[:len(expected[g])] for g, r in after.items()} == expected
+    counted = dict(Gpu.objects.values_list("id", "sample_count"))
+    gpus_recount()
+    assert dict(Gpu.objects.values_list("id", "sample_count")) == counted
