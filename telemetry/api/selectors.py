@@ -286,19 +286,26 @@ def gpu_telemetry_summary(
 
     Returns (metric_id, points) per metric that has samples, points being a JSON array of
     {"time": RFC 3339, <aggregate>: value, …} oldest first, the aggregates in the order given.
-    The database groups (`date_bin`, `GROUP BY`) and writes the JSON too. `attribution` keeps
+    The database groups (`date_bin`, `GROUP BY`) and writes the JSON too, from the coarsest
+    rollups that cover parts of the window whole (`rollup_tier`) and the samples elsewhere. `attribution` keeps
     only the samples of readings whose label set has that namespace, pod and container.
     """
     unknown = [name for name in aggregates if name not in AGGREGATES]
     if unknown or not aggregates:
         raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
-    params = {
+    return _fetchall("summary", {
         "gpu_id": gpu_id, "start": start, "end": end, "bucket_seconds": bucket_seconds, "aggregates": list(aggregates),
+        "metric_ids": sorted(set(metric_ids)) if metric_ids else None, "tier": rollup_tier(bucket_seconds),
         **attribution.params(),
-    }
-    if metric_ids:
-        return _fetchall("summary_of_metrics", {**params, "metric_ids": sorted(set(metric_ids))})
-    return _fetchall("summary", params)
+    })
+
+
+def rollup_tier(bucket_seconds: int) -> str:
+    """The coarsest rollup whose periods each fall in one bucket: buckets are aligned to the epoch,
+    so an hour (or minute) lies in one bucket when the bucket is a whole number of them."""
+    if bucket_seconds % 3600 == 0:
+        return "hour"
+    return "minute" if bucket_seconds % 60 == 0 else "raw"
 
 
 # --- Latest value of each metric ---

@@ -15,12 +15,13 @@ STEP_US = 10_000_000
 POD = Labels("main", "trainer-0", "ml", ())
 
 
-def history_batch(*, gpus: int = 2, hours: float = 3, start_us: int = START_US, seed: int = 1) -> Batch:
-    """Every STEP_US, each GPU's metrics; one in seven values missing, one GPU attributed to a pod."""
+def history_batch(*, gpus: int = 2, hours: float = 3, start_us: int = START_US, seed: int = 1,
+                  step_us: int = STEP_US) -> Batch:
+    """Every `step_us`, each GPU's metrics; one in seven values missing, one GPU attributed to a pod."""
     rng = random.Random(seed)
     builder = BatchBuilder()
-    for step in range(int(hours * 3600 * 1_000_000 // STEP_US)):
-        ts = start_us + step * STEP_US + rng.randrange(0, 1000)
+    for step in range(int(hours * 3600 * 1_000_000 // step_us)):
+        ts = start_us + step * step_us + rng.randrange(0, 1000)
         for n in range(gpus):
             for metric in METRICS:
                 if rng.random() < 1 / 7:

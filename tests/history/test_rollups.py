@@ -1,0 +1,99 @@
+"""Summaries from rollups equal the same computation over the raw samples, whatever was packed,
+unpacked by a late sample, packed again or trimmed."""
+import json
+import math
+import random
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.db import connection
+
+from telemetry.api.selectors import gpu_telemetry_summary
+from telemetry.history.packing import hours_pack
+from telemetry.ingest.collector.services import samples_persist
+from telemetry.models import Gpu
+from telemetry.times import EPOCH, to_rfc3339
+from tests.history.history_data import history_batch, readings_between, table_rows
+
+pytestmark = pytest.mark.django_db
+
+AGGREGATES = ["avg", "min", "max", "first", "last", "count", "sum"]
+# 2025-07-17 22:00 UTC: 27 hours at 20 s hold the whole of the 18th.
+START_US = 1_752_789_600_000_000
+MIDNIGHT = datetime(2025, 7, 19, tzinfo=timezone.utc)
+BUCKETS = [60, 90, 300, 3600, 7200, 86400]
+
+
+def expected_summary(gpu_id: int, start: datetime, end: datetime, bucket: int) -> dict[int, list[dict]]:
+    """The summary computed here over every stored sample (raw and packed), by metric id."""
+    cells: dict[tuple[int, datetime], list[tuple[datetime, float]]] = defaultdict(list)
+    for ts, _, values in readings_between(gpu_id, start, end):
+        bucket_start = EPOCH + timedelta(seconds=(ts - EPOCH).total_seconds() // bucket * bucket)
+        for metric_id, value in values.items():
+            cells[metric_id, bucket_start].append((ts, value))
+    result: dict[int, list[dict]] = defaultdict(list)
+    for (metric_id, bucket_start), samples in sorted(cells.items()):
+        values = [v for _, v in samples]
+        result[metric_id].append({
+            "time": to_rfc3339(bucket_start).replace(".000000", ""), "avg": sum(values) / len(values),
+            "min": min(values), "max": max(values), "first": min(samples)[1], "last": max(samples)[1],
+            "count": len(values), "sum": sum(values),
+        })
+    return dict(result)
+
+
+def summary(gpu_id: int, start: datetime, end: datetime, bucket: int) -> dict[int, list[dict]]:
+    rows = gpu_telemetry_summary(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket, aggregates=AGGREGATES)
+    return {metric_id: json.loads(points) for metric_id, points in rows}
+
+
+def assert_equal(got: dict, want: dict, context: str) -> None:
+    assert got.keys() == want.keys(), context
+    for metric_id, points in want.items():
+        assert [p["time"] for p in got[metric_id]] == [p["time"] for p in points], context
+        for g, w in zip(got[metric_id], points):
+            for name in AGGREGATES:
+                assert math.isclose(g[name], w[name], rel_tol=1e-9, abs_tol=1e-6), f"{context} {metric_id} {g} {w}"
+
+
+def pieces(tier: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM telemetry_summary_pieces(%s, %s, %s, %s)",
+                       [Gpu.objects.order_by("id").first().id, MIDNIGHT - timedelta(hours=30), MIDNIGHT, tier])
+        return cursor.fetchone()[0]
+
+
+def check_random_windows(rng: random.Random, count: int = 25) -> None:
+    for gpu_id in Gpu.objects.values_list("id", flat=True):
+        for _ in range(count):
+            start = datetime.fromtimestamp(START_US / 1e6 + rng.uniform(-600, 27 * 3600), tz=timezone.utc)
+            end = start + timedelta(seconds=rng.choice([59, 61, 3600, 5400, 4 * 3600, 30 * 3600]) + rng.uniform(0, 120))
+            bucket = rng.choice(BUCKETS)
+            assert_equal(summary(gpu_id, start, end, bucket), expected_summary(gpu_id, start, end, bucket),
+                         f"gpu {gpu_id} [{start}, {end}] every {bucket}s")
+
+
+def test_summaries_from_rollups_equal_the_raw_computation():
+    rng = random.Random(7)
+    # A per-device limit trims the oldest readings first; packing then keeps what is left.
+    samples_persist(batch=history_batch(hours=27, start_us=START_US, step_us=20_000_000), max_per_gpu=0)
+    samples_persist(batch=history_batch(hours=0.05, start_us=START_US + 27 * 3_600_000_000, step_us=20_000_000),
+                    max_per_gpu=sum(Gpu.objects.values_list("sample_count", flat=True)) // 2 - 500)
+    check_random_windows(rng)  # nothing packed: every piece a sample
+
+    hours_pack(before=MIDNIGHT, chunk=10)
+    whole_days = [(gpu, day.day) for gpu, day, *_ in table_rows("telemetry_rolluphour")]
+    assert sorted({day for _, day in whole_days}) == [17, 18] and len(whole_days) == 4
+    assert pieces("hour") < pieces("minute") < pieces("raw") / 3  # the rollups answer, not the samples
+    check_random_windows(rng)
+
+    # Late samples in packed hours (new times and duplicates) unpack them and the day's hour rollup.
+    samples_persist(batch=history_batch(hours=2, start_us=START_US + 5 * 3_600_000_000 + 7_000_000, seed=3,
+                                        step_us=600_000_000), max_per_gpu=0)
+    assert sorted(day.day for _, day, *_ in table_rows("telemetry_rolluphour")) == [17, 17]
+    check_random_windows(rng)
+
+    hours_pack(before=MIDNIGHT, chunk=10)
+    assert len(table_rows("telemetry_rolluphour")) == 4
+    check_random_windows(rng)
