@@ -85,7 +85,7 @@ def test_summaries_from_rollups_equal_the_raw_computation():
     hours_pack(before=MIDNIGHT, chunk=10)
     whole_days = [(gpu, day.day) for gpu, day, *_ in table_rows("telemetry_rolluphour")]
     assert sorted({day for _, day in whole_days}) == [17, 18] and len(whole_days) == 4
-    assert pieces("hour") < pieces("minute") < pieces("raw") / 3  # the rollups answer, not the samples
+    assert pieces("hour") < pieces("minute") < pieces("raw") / 2  # the rollups answer, not the samples (3 a minute)
     check_random_windows(rng)
 
     # Late samples in packed hours (new times and duplicates) unpack them and the day's hour rollup.
