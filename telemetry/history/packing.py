@@ -63,22 +63,22 @@ def hours_pack(*, before: datetime, chunk: int, progress: Callable[[PackResult],
     transaction; `progress` hears after each chunk, and `stopping` ends the run between chunks."""
     with connection.cursor() as cursor:
         cursor.execute(_DEVICES_TO_PACK, {"before": before})
-        oldest = dict(cursor.fetchall())
+        days_of = dict(cursor.fetchall())
     result = PackResult()
-    ids = sorted(oldest)
+    ids = sorted(days_of)
     for first in range(0, len(ids), chunk):
         if stopping():
             break
         part = ids[first:first + chunk]
-        _chunk_pack(part, min(oldest[i] for i in part), before, result)
+        _chunk_pack(part, {day for i in part for day in days_of[i]}, before, result)
         progress(result)
     return result
 
 
-def _chunk_pack(ids: list[int], oldest: datetime, before: datetime, result: PackResult) -> None:
+def _chunk_pack(ids: list[int], days_with_readings: set[datetime], before: datetime, result: PackResult) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         devices_lock(cursor, ids)
-        days = range(to_microseconds(oldest) // partitions.US_PER_DAY, to_microseconds(before) // partitions.US_PER_DAY + 1)
+        days = [to_microseconds(day) // partitions.US_PER_DAY for day in days_with_readings]
         for table in (PACKED, ROLLUP_MINUTE, ROLLUP_HOUR):
             partitions.partitions_ensure(cursor, table, days)
         cursor.execute(_HOURS_PACK, {"ids": ids, "before": before})

@@ -14,7 +14,8 @@ from django.db import migrations
 
 # Creating a partition with CREATE TABLE … PARTITION OF locks the parent against every reader and
 # writer until the transaction ends; a table created apart and attached takes a lock that lets
-# inserts and queries go on. The advisory lock keeps two workers from creating the same day.
+# inserts and queries go on. That lock, taken first, keeps two workers from creating the same day
+# (and, unlike an advisory lock, makes the second see the table the first created).
 PARTITION_FUNCTIONS = """
 CREATE FUNCTION telemetry_partition_period(parent text) RETURNS interval LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN parent = 'telemetry_rolluphour' THEN interval '1 month' ELSE interval '1 day' END
@@ -27,7 +28,7 @@ DECLARE
     name text := parent || '_p' || to_char(lower AT TIME ZONE 'UTC', CASE WHEN period = interval '1 month' THEN 'YYYYMM' ELSE 'YYYYMMDD' END);
 BEGIN
     IF to_regclass(name) IS NULL THEN
-        PERFORM pg_advisory_xact_lock(hashtext(name));
+        EXECUTE format('LOCK TABLE %I IN SHARE UPDATE EXCLUSIVE MODE', parent);
         IF to_regclass(name) IS NULL THEN
             EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION)', name, parent);
             EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',

@@ -62,3 +62,39 @@ def test_a_late_sample_for_a_packed_hour_is_stored_once():
     counted = dict(Gpu.objects.values_list("id", "sample_count"))
     gpus_recount()
     assert dict(Gpu.objects.values_list("id", "sample_count")) == counted
+
+
+def test_compress_packs_and_drops_each_tier_past_its_retention(settings):
+    from django.core.management import call_command
+    from io import StringIO
+
+    from telemetry.history import partitions
+    from telemetry.history.packing import PACKED, ROLLUP_MINUTE
+
+    settings.COLLECTOR_MAX_ENTRIES_PER_GPU = 0
+    samples_persist(batch=history_batch(), max_per_gpu=0)
+    out = StringIO()
+    settings.HISTORY_RAW_RETENTION_SECONDS = 0  # kept for ever
+    settings.HISTORY_MINUTE_RETENTION_SECONDS = settings.HISTORY_HOUR_RETENTION_SECONDS = 0
+    call_command("compress", stdout=out)
+    assert "packed 2 devices: 6 hours" in out.getvalue()
+    assert Reading.objects.count() == 0 and len(table_rows("telemetry_readinghour")) == 6
+    settings.HISTORY_RAW_RETENTION_SECONDS = 86400  # the rollups are kept, their retention being for ever
+    call_command("compress", stdout=out)
+    assert table_rows("telemetry_readinghour") == [] and len(table_rows("telemetry_rollupminute")) == 6
+    assert "telemetry_readinghour_p20250718" in out.getvalue()
+    assert list(Gpu.objects.values_list("sample_count", flat=True)) == [0, 0]
+    assert [p.name for p in partitions.partitions_list(PACKED)][0] > "telemetry_readinghour_p2026"
+    assert [p.name for p in partitions.partitions_list(ROLLUP_MINUTE)][0] == "telemetry_rollupminute_p20250718"
+
+
+def test_compress_leaves_devices_trimmed_to_their_newest_samples(settings):
+    from django.core.management import call_command
+    from io import StringIO
+
+    settings.COLLECTOR_MAX_ENTRIES_PER_GPU = 10000
+    samples_persist(batch=history_batch(), max_per_gpu=0)
+    out = StringIO()
+    call_command("compress", stdout=out)
+    assert "not packing: COLLECTOR_MAX_ENTRIES_PER_GPU=10000" in out.getvalue()
+    assert table_rows("telemetry_readinghour") == []

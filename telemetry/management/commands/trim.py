@@ -4,7 +4,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from config.env import parse_age
-from telemetry.ingest.collector.services import samples_delete_older_than, samples_trim
+from telemetry.history.maintenance import raw_delete_older_than
+from telemetry.ingest.collector.services import samples_trim
 
 
 class Command(BaseCommand):
@@ -24,7 +25,7 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
             cutoff = timezone.now() - age
-            deleted = samples_delete_older_than(cutoff=cutoff)
+            deleted = raw_delete_older_than(cutoff)
             self.stdout.write(f"deleted {deleted} samples older than {cutoff.isoformat()}")
         if options["max_per_gpu"]:
             trimmed = samples_trim(max_per_gpu=options["max_per_gpu"])
