@@ -20,8 +20,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--every", type=float, metavar="SECONDS",
-                            help=f"run again every SECONDS until stopped [default: once; HISTORY_INTERVAL is "
-                                 f"{settings.HISTORY_INTERVAL_SECONDS}s]")
+                            help="run again every SECONDS until stopped [default: once]")
 
     def handle(self, *args, **options) -> None:
         with graceful_shutdown() as (stop, _):
