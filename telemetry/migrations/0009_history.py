@@ -69,7 +69,8 @@ $$;
 # the [metric][reading] grid, read in storage order, is metric (k - 1) / n + 1 of reading (k - 1) % n + 1.
 #
 # telemetry_readings_between is every reading of one device in [lo, hi], raw and packed alike: the
-# one source of the API's windows, summaries and latest values.
+# one source of the API's windows and summaries; `whole_hours_skipped` leaves out the packed hours
+# that the window holds whole (the summary reads those from their rollups).
 #
 # telemetry_summary_pieces is the same samples as partial aggregates, each from the coarsest tier
 # that covers it whole: an hour of a day with an hour rollup, else a minute of a packed hour, else
@@ -92,17 +93,18 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     ) AS c ON c.i = t.i
 $$;
 
-CREATE FUNCTION telemetry_readings_between(gpu bigint, lo timestamptz, hi timestamptz)
-RETURNS TABLE ("timestamp" timestamptz, label_set_id bigint, "values" double precision[])
+CREATE FUNCTION telemetry_readings_between(gpu bigint, lo timestamptz, hi timestamptz, whole_hours_skipped boolean DEFAULT false)
+RETURNS TABLE ("timestamp" timestamptz, label_set_id bigint, "values" double precision[], packed boolean)
 LANGUAGE sql STABLE AS $$
-    SELECT r."timestamp", r.label_set_id, r."values"
+    SELECT r."timestamp", r.label_set_id, r."values", false
     FROM telemetry_reading AS r
     WHERE r.gpu_id = gpu AND r."timestamp" >= lo AND r."timestamp" <= hi
     UNION ALL
-    SELECT p."timestamp", p.label_set_id, p."values"
+    SELECT p."timestamp", p.label_set_id, p."values", true
     FROM telemetry_readinghour AS h
     CROSS JOIN LATERAL telemetry_hour_readings(h.hour, h.times, h.label_set_ids, h."values") AS p
     WHERE h.gpu_id = gpu AND h.hour >= date_trunc('hour', lo, 'UTC') AND h.hour <= hi
+      AND NOT (whole_hours_skipped AND h.hour >= lo AND h.hour + interval '1 hour' <= hi + interval '1 microsecond')
       AND p."timestamp" >= lo AND p."timestamp" <= hi
 $$;
 
@@ -166,10 +168,11 @@ LANGUAGE sql STABLE AS $$
                    AND date_trunc('day', m.hour, 'UTC') IN (SELECT day FROM covered_days))
     ), samples AS (
         SELECT u.metric_id::integer, r."timestamp" AS at, u.value
-        FROM telemetry_readings_between(gpu, lo, hi) AS r
+        -- Packed hours the window holds whole are skipped: their minute rollups hold every sample.
+        FROM telemetry_readings_between(gpu, lo, hi, tier IN ('hour', 'minute')) AS r
         CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
         WHERE u.value IS NOT NULL
-          AND NOT (tier IN ('hour', 'minute')
+          AND NOT (r.packed AND tier IN ('hour', 'minute')
                    AND date_trunc('minute', r."timestamp", 'UTC') >= lo
                    AND date_trunc('minute', r."timestamp", 'UTC') + interval '1 minute' <= hi + interval '1 microsecond'
                    AND EXISTS (SELECT 1 FROM telemetry_rollupminute AS m
@@ -189,7 +192,7 @@ DROP FUNCTION telemetry_grid(integer, integer[], integer[], bigint[], double pre
                              double precision[], double precision[], double precision[]);
 DROP FUNCTION telemetry_grid_cells(integer[], double precision[], double precision[], double precision[],
                                    double precision[], double precision[]);
-DROP FUNCTION telemetry_readings_between(bigint, timestamptz, timestamptz);
+DROP FUNCTION telemetry_readings_between(bigint, timestamptz, timestamptz, boolean);
 DROP FUNCTION telemetry_hour_readings(timestamptz, bigint[], bigint[], double precision[]);
 DROP TABLE telemetry_rolluphour;
 DROP TABLE telemetry_rollupminute;
