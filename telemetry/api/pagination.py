@@ -10,7 +10,7 @@ from rest_framework.pagination import BasePagination, LimitOffsetPagination
 from rest_framework.utils.urls import replace_query_param
 
 from telemetry.api import selectors
-from telemetry.api.serializers import TelemetryPageSerializer
+from telemetry.api.serializers import TelemetryPageSerializer, TelemetrySeriesPageSerializer
 from telemetry.times import from_rfc3339, to_datetime, to_microseconds
 
 
@@ -76,12 +76,16 @@ class Cursor:
         return direction, position
 
 
+# Each of serializers.SHAPES and the serializer that writes a page in it.
+_PAGE_WRITERS = {"samples": TelemetryPageSerializer, "series": TelemetrySeriesPageSerializer}
+
+
 def _position(row: selectors.Sample) -> selectors.Position:
     return selectors.Position(from_rfc3339(row[0]), row[1])
 
 
 class SampleCursorPagination(BasePagination):
-    """Keyset pages of one device's samples in (time, metric) order.
+    """Keyset pages of one device's samples in (time, metric) order, written as samples or as series.
 
     A cursor holds the key of the sample a page ended at (`next`: the samples after it) or started
     at (`previous`: the samples before it), so links stay correct while new samples arrive and a
@@ -114,6 +118,7 @@ class SampleCursorPagination(BasePagination):
             self.previous_link = replace_query_param(url, self.cursor_query_param, Cursor.encode("p", _position(rows[0])))
         return rows
 
-    def get_paginated_response(self, data: list[selectors.Sample]) -> HttpResponse:
-        text = TelemetryPageSerializer.write(gpu=self.gpu, next_link=self.next_link, previous_link=self.previous_link, rows=data)
+    def get_paginated_response(self, data: list[selectors.Sample], *, shape: str = "samples") -> HttpResponse:
+        """The page in `shape`: an object per sample (`results`), or a series per metric (`series`)."""
+        text = _PAGE_WRITERS[shape].write(gpu=self.gpu, next_link=self.next_link, previous_link=self.previous_link, rows=data)
         return HttpResponse(text, content_type="application/json")

@@ -7,7 +7,14 @@ and the token scheme.
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import serializers
 
 from telemetry.api.filters import GpuFilter
@@ -31,6 +38,7 @@ from telemetry.api.serializers import (
     SummarySerializer,
     TelemetryPageSerializer,
     TelemetryQuerySerializer,
+    TelemetrySeriesPageSerializer,
 )
 
 
@@ -204,13 +212,25 @@ GPU_TELEMETRY = extend_schema(
         "The device's samples ordered by time (then metric), oldest first unless `order=desc`, in the inclusive "
         "window [start_time, end_time]; with `namespace`, `pod` or `container`, only those of readings that carry them. "
         "Pages are keyset cursors: `next` and `previous` stay correct while new "
-        "samples arrive, and cost the same deep into a large table. No total count is computed."
+        "samples arrive, and cost the same deep into a large table. No total count is computed. "
+        "`shape=series` writes the same page as a series per metric (`times` and `values`), "
+        "as Grafana and pandas read it; `limit` still counts samples, and the links page through the same samples."
     ),
     parameters=[DEVICE_ID_PARAM, *_params_from(TelemetryQuerySerializer, examples={
-        **_TIME_PARAMS, "metric": METRIC_EXAMPLE, "order": "asc", "limit": 1000, "cursor": "bjoxNzUyODcxMzU1MDAwMDAwOjM",
-        **_ATTRIBUTION_EXAMPLES,
+        **_TIME_PARAMS, "metric": METRIC_EXAMPLE, "order": "asc", "shape": "series", "limit": 1000,
+        "cursor": "bjoxNzUyODcxMzU1MDAwMDAwOjM", **_ATTRIBUTION_EXAMPLES,
     })],
-    responses={200: OpenApiResponse(TelemetryPageSerializer, description="A page of samples with cursor links."), **ERRORS_400, **ERRORS_404},
+    responses={
+        200: OpenApiResponse(
+            PolymorphicProxySerializer(
+                component_name="TelemetryPageAnyShape",
+                serializers=[TelemetryPageSerializer, TelemetrySeriesPageSerializer],
+                resource_type_field_name=None,
+            ),
+            description="A page of samples with cursor links: `results` with `shape=samples`, `series` with `shape=series`.",
+        ),
+        **ERRORS_400, **ERRORS_404,
+    },
 )
 GPU_TELEMETRY_SUMMARY = extend_schema(
     summary="A GPU's or MIG instance's telemetry in time buckets",

@@ -29,6 +29,8 @@ TIME_EXAMPLE = "2025-07-18T20:42:34Z"
 TIME_HELP = "RFC 3339 / ISO 8601 time; a time without a zone offset is taken as UTC."
 MAX_LIMIT = 10000
 DEFAULT_LIMIT = 1000
+# How a page of samples is written: an object per sample, or a series (times and values) per metric.
+SHAPES = ("samples", "series")
 # Bucket widths a summary accepts, in seconds.
 BUCKETS: dict[str, int] = {
     "1s": 1, "5s": 5, "10s": 10, "30s": 30, "1m": 60, "5m": 300, "10m": 600, "15m": 900,
@@ -202,6 +204,14 @@ class TelemetryQuerySerializer(QuerySerializer):
         help_text="Only these metrics (repeat the parameter for several). Unknown names are a 400.",
     )
     order = serializers.ChoiceField(choices=["asc", "desc"], default="asc", help_text="Time order of the samples.")
+    shape = serializers.ChoiceField(
+        choices=list(SHAPES), default="samples",
+        error_messages={"invalid_choice": f'"{{input}}" is not a shape; use {" or ".join(SHAPES)}.'},
+        help_text=(
+            "`samples`: `results`, one object per sample. `series`: the same page's samples as `series`, one per "
+            "metric by name, each with `times` and `values` in the page's order; `limit` and the links are the same."
+        ),
+    )
     limit = serializers.IntegerField(
         min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT, help_text=f"Samples per page, 1 to {MAX_LIMIT}."
     )
@@ -342,6 +352,54 @@ class TelemetryPageSerializer(serializers.Serializer):
             parts.append(f'{{"timestamp":"{ts}","metric":{name},"value":{value!r}}}')
         head = json.dumps({"gpu": gpu, "next": next_link, "previous": previous_link}, separators=(",", ":"))
         return f'{head[:-1]},"results":[{",".join(parts)}]}}'
+
+
+class SampleSeriesSerializer(serializers.Serializer):
+    metric = serializers.CharField(help_text="Metric name.")
+    times = serializers.ListField(
+        child=serializers.DateTimeField(),
+        help_text="Sample times (UTC) in the page's order: oldest first, newest first with `order=desc`.",
+    )
+    values = serializers.ListField(child=serializers.FloatField(), help_text="Sample values: `values[i]` is the value at `times[i]`.")
+
+    class Meta:
+        field_examples = {"metric": METRIC_EXAMPLE, "times": [TIME_EXAMPLE, "2025-07-18T20:42:35Z"], "values": [87.0, 91.0]}
+
+
+class TelemetrySeriesPageSerializer(serializers.Serializer):
+    gpu = serializers.CharField(help_text=DEVICE_ID_HELP)
+    next = serializers.URLField(allow_null=True, help_text="Link to the following page; null on the last page.")
+    previous = serializers.URLField(allow_null=True, help_text="Link to the preceding page; null on the first page.")
+    series = SampleSeriesSerializer(many=True, help_text="The page's samples, a series per metric with samples in it, by metric name.")
+
+    class Meta:
+        field_examples = {
+            "gpu": GPU_UUID_EXAMPLE,
+            "next": "http://127.0.0.1:8000/api/v1/gpus/GPU-5fd4f087-86f3-7a43-b711-4771313afc50/telemetry?shape=series&cursor=bjoxNzUyODcxMzU1MDAwMDAwOjM",
+            "previous": None,
+        }
+
+    @staticmethod
+    def write(*, gpu: str, next_link: str | None, previous_link: str | None, rows: list[selectors.Sample]) -> str:
+        """The page as JSON text: the samples grouped by metric, each metric's in the rows' order.
+
+        Grouping here costs less than in the database, which has to sort each metric's samples
+        again to keep them in order. Times are RFC 3339 text already, and repr() of a finite
+        float is valid JSON.
+        """
+        by_metric: dict[int, tuple[list[str], list[float]]] = {}
+        for ts, metric_id, value in rows:
+            series = by_metric.get(metric_id)
+            if series is None:
+                series = by_metric[metric_id] = ([], [])
+            series[0].append(ts)
+            series[1].append(value)
+        parts = []
+        for name, (times, values) in sorted((selectors.metric_name(m), series) for m, series in by_metric.items()):
+            quoted_times = '","'.join(times)  # a series has at least one sample
+            parts.append(f'{{"metric":{json.dumps(name)},"times":["{quoted_times}"],"values":[{",".join(map(repr, values))}]}}')
+        head = json.dumps({"gpu": gpu, "next": next_link, "previous": previous_link}, separators=(",", ":"))
+        return f'{head[:-1]},"series":[{",".join(parts)}]}}'
 
 
 class LatestSerializer(serializers.Serializer):

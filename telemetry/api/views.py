@@ -78,7 +78,7 @@ class GpuTelemetryView(APIView):
         query = TelemetryQuerySerializer.read(request, device_id=id)
         paginator = self.pagination_class()
         page = paginator.paginate_window(query["window"], request, limit=query["limit"], cursor=query.get("cursor"))
-        return paginator.get_paginated_response(page)
+        return paginator.get_paginated_response(page, shape=query["shape"])
 
 
 class GpuTelemetrySummaryView(APIView):

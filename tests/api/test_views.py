@@ -1,5 +1,7 @@
 """The read endpoints against PostgreSQL holding the bundled sample (stored by the collector's service)."""
+import random
 from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.test import override_settings
@@ -242,6 +244,96 @@ def test_cursor_pages_descending_and_backwards(sample_data, api):
     assert second["results"] == pages[0]["results"]
 
 
+# --- A GPU's telemetry as a series per metric (shape=series) ---
+
+
+@pytest.fixture
+def gappy(sample_data):
+    """Two minutes of GPU_UUID at 1.5 s steps (half-second times too), each reading holding some of four metrics."""
+    metrics = ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_SM_CLOCK"]
+    rng = random.Random(5)
+    rows = [
+        (metric, us(T0) + 10 * US + step * 3 * US // 2, rng.randrange(-5000, 5000) / 8)
+        for step in range(80) for metric in rng.sample(metrics, rng.randint(1, len(metrics)))
+    ]
+    store_samples(uuid=GPU_UUID, hostname=GPU_HOST, index=0, rows=rows)
+
+
+def series_rows(series: list[dict]) -> list[tuple]:
+    """The (time, metric, value) samples of a series page, metric by metric."""
+    return [(ts, s["metric"], value) for s in series for ts, value in zip(s["times"], s["values"], strict=True)]
+
+
+def link_query(link: str | None) -> dict | None:
+    """A page link's query parameters but `shape`: what must be the same in both shapes' links."""
+    if link is None:
+        return None
+    query = parse_qs(urlsplit(link).query)
+    query.pop("shape", None)
+    return query
+
+
+def test_series_shape_is_the_page_of_samples_by_metric(gappy, api):
+    url = f"/api/v1/gpus/{GPU_UUID}/telemetry"
+    window = {"start_time": iso(T0 + timedelta(seconds=20)), "end_time": iso(T0 + timedelta(seconds=70)), "limit": 50}
+    for order in ("asc", "desc"):
+        samples = api.get(url, {**window, "order": order}).json()
+        series = api.get(url, {**window, "order": order, "shape": "series"}).json()
+        assert set(series) == {"gpu", "next", "previous", "series"} and series["gpu"] == GPU_UUID
+        assert [s["metric"] for s in series["series"]] == sorted({r["metric"] for r in samples["results"]})
+        for s in series["series"]:
+            # Each metric's samples in the page's order, the same as the samples shape lists them.
+            assert list(zip(s["times"], s["values"])) == [
+                (r["timestamp"], r["value"]) for r in samples["results"] if r["metric"] == s["metric"]
+            ]
+            times = [datetime.fromisoformat(t) for t in s["times"]]
+            assert times == sorted(times, reverse=order == "desc") and len(set(times)) == len(times)
+        assert sorted(series_rows(series["series"])) == sorted(as_rows(samples["results"]))
+        assert len(samples["results"]) == 50 and link_query(series["next"]) == link_query(samples["next"])
+        assert parse_qs(urlsplit(series["next"]).query)["shape"] == ["series"]
+
+
+@pytest.mark.parametrize("params", [
+    {"order": "asc"},
+    {"order": "desc"},
+    {"metric": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_POWER_USAGE"], "start_time": "2025-07-18T20:42:50Z"},
+    {"order": "desc", "end_time": "2025-07-18T20:43:30.5Z"},
+])
+def test_series_pages_walk_exactly_the_samples_of_sample_pages(gappy, api, params):
+    url = f"/api/v1/gpus/{GPU_UUID}/telemetry"
+    params = {**params, "limit": 7}
+    samples = _walk(api, url, params)
+    series = _walk(api, url, {**params, "shape": "series"})
+    assert len(series) == len(samples) > 5
+    for by_sample, by_series in zip(samples, series):
+        assert sorted(series_rows(by_series["series"])) == sorted(as_rows(by_sample["results"]))
+        assert link_query(by_series["next"]) == link_query(by_sample["next"])
+        assert link_query(by_series["previous"]) == link_query(by_sample["previous"])
+    walked = [row for page in samples for row in as_rows(page["results"])]
+    assert sorted(row for page in series for row in series_rows(page["series"])) == sorted(walked)
+    assert len(walked) == len(set(walked))
+    # Back from the last page, the previous links pass the same pages in both shapes.
+    back_samples, back_series = samples[-1], series[-1]
+    while back_samples["previous"]:
+        back_samples, back_series = api.get(back_samples["previous"]).json(), api.get(back_series["previous"]).json()
+        assert sorted(series_rows(back_series["series"])) == sorted(as_rows(back_samples["results"]))
+        assert link_query(back_series["previous"]) == link_query(back_samples["previous"])
+    assert back_series["series"] and back_series == series[0]
+
+
+def test_series_of_a_window_without_samples_is_empty(sample_data, api):
+    response = api.get(f"/api/v1/gpus/{GPU_UUID}/telemetry", {"end_time": "2020-01-01T00:00:00Z", "shape": "series"})
+    assert response.status_code == 200
+    assert response.json() == {"gpu": GPU_UUID, "next": None, "previous": None, "series": []}
+    assert api.get("/api/v1/gpus/GPU-unknown/telemetry", {"shape": "series"}).status_code == 404
+
+
+def test_bad_shape_is_a_400_saying_which_shapes_there_are(sample_data, api):
+    response = api.get(f"/api/v1/gpus/{GPU_UUID}/telemetry", {"shape": "columns"})
+    assert_bad(response, "shape")
+    assert response.json()["errors"]["shape"] == ['"columns" is not a shape; use samples or series.']
+
+
 @pytest.mark.parametrize(
     "params, parameter",
     [
@@ -255,6 +347,8 @@ def test_cursor_pages_descending_and_backwards(sample_data, api):
         ({"order": "sideways"}, "order"),
         ({"cursor": "garbage!"}, "cursor"),
         ({"cursor": "eDox"}, "cursor"),
+        ({"shape": "Series"}, "shape"),
+        ({"shape": ""}, "shape"),
     ],
 )
 def test_telemetry_bad_input_is_a_400_naming_the_parameter(sample_data, api, params, parameter):
