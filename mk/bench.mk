@@ -1,9 +1,9 @@
 # Benchmarks (bench/) and fault-injection tests (tests/faults): `make bench`, `make bench-smoke`, `make fleet-sim`,
-# `make test-faults`.
+# `make bench-prometheus`, `make test-faults`.
 VENV ?= .venv
 PY ?= $(VENV)/bin/python
 
-.PHONY: bench bench-smoke fleet-sim test-faults
+.PHONY: bench bench-smoke fleet-sim bench-prometheus test-faults
 
 # The full run: 1M-sample ingest and backfill at four batch sizes, 10M-sample storage and queries, a 1 GB CSV,
 # and the fleet simulation (about 12 minutes).
@@ -17,6 +17,15 @@ bench-smoke: install
 # A simulated live fleet against the real collector: the largest N nodes it keeps up with at 1 s and 15 s ticks.
 fleet-sim: install
 	$(PY) -m bench.fleet_sim
+
+# Prometheus as a peer (bench/prometheus_peer.py): promtool's backfill and Prometheus's 1 h range query next to ours
+# (under a minute). Installs Debian's prometheus package when promtool is missing and stops the service that
+# installing may start; the bench runs a Prometheus of its own, and measures only our side when there is none.
+bench-prometheus: install
+	@command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends prometheus && { systemctl disable --now prometheus || service prometheus stop || true; } \
+		>/dev/null 2>&1; } || echo "prometheus could not be installed: the bench measures our side only"
+	$(PY) -m bench.prometheus_peer
 
 # Stops and restarts the local RabbitMQ and PostgreSQL; the main pytest run leaves these out (-m "not fault").
 test-faults: install
