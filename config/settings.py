@@ -180,7 +180,7 @@ import warnings  # noqa: E402  (kept with the one setting that needs it)
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "telemetry.api.schema.AutoSchema",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["telemetry.api.renderers.FastJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     # The API is read-only and public unless API_TOKEN is set; no sessions, so no CSRF on /api.
     "DEFAULT_AUTHENTICATION_CLASSES": ["telemetry.api.auth.ApiTokenAuthentication"],

@@ -19,6 +19,7 @@ CREATE TABLE telemetry_readinghour (
     gpu_id bigint NOT NULL,
     hour timestamptz NOT NULL,
     samples integer NOT NULL,
+    readings integer NOT NULL,
     counts integer[] NOT NULL,
     times bigint[] NOT NULL,
     label_set_ids bigint[] NOT NULL,
@@ -81,13 +82,14 @@ $$;
 # `tier` is the coarsest the caller may use: 'hour', 'minute' or 'raw'. Each piece lies within one
 # bucket of any bucket size that is a multiple of its tier.
 _FUNCTIONS = """
-CREATE FUNCTION telemetry_hour_readings(hour timestamptz, times bigint[], label_set_ids bigint[], grid double precision[])
+CREATE FUNCTION telemetry_hour_readings(hour timestamptz, readings integer, times bigint[], label_set_ids bigint[],
+                                        grid double precision[])
 RETURNS TABLE ("timestamp" timestamptz, label_set_id bigint, "values" double precision[])
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT hour + t.offset_us * interval '1 microsecond', t.label_set_id, c.vals
     FROM unnest(times, label_set_ids) WITH ORDINALITY AS t(offset_us, label_set_id, i)
     JOIN (
-        SELECT (e.k - 1) % cardinality(times) + 1 AS i, array_agg(e.v ORDER BY e.k) AS vals
+        SELECT (e.k - 1) % readings + 1 AS i, array_agg(e.v ORDER BY e.k) AS vals
         FROM unnest(grid) WITH ORDINALITY AS e(v, k)
         GROUP BY 1
     ) AS c ON c.i = t.i
@@ -102,7 +104,7 @@ LANGUAGE sql STABLE AS $$
     UNION ALL
     SELECT p."timestamp", p.label_set_id, p."values", true
     FROM telemetry_readinghour AS h
-    CROSS JOIN LATERAL telemetry_hour_readings(h.hour, h.times, h.label_set_ids, h."values") AS p
+    CROSS JOIN LATERAL telemetry_hour_readings(h.hour, h.readings, h.times, h.label_set_ids, h."values") AS p
     WHERE h.gpu_id = gpu AND h.hour >= date_trunc('hour', lo, 'UTC') AND h.hour <= hi
       AND NOT (whole_hours_skipped AND h.hour >= lo AND h.hour + interval '1 hour' <= hi + interval '1 microsecond')
       AND p."timestamp" >= lo AND p."timestamp" <= hi
@@ -193,7 +195,7 @@ DROP FUNCTION telemetry_grid(integer, integer[], integer[], bigint[], double pre
 DROP FUNCTION telemetry_grid_cells(integer[], double precision[], double precision[], double precision[],
                                    double precision[], double precision[]);
 DROP FUNCTION telemetry_readings_between(bigint, timestamptz, timestamptz, boolean);
-DROP FUNCTION telemetry_hour_readings(timestamptz, bigint[], bigint[], double precision[]);
+DROP FUNCTION telemetry_hour_readings(timestamptz, integer, bigint[], bigint[], double precision[]);
 DROP TABLE telemetry_rolluphour;
 DROP TABLE telemetry_rollupminute;
 DROP TABLE telemetry_readinghour;

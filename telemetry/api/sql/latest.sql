@@ -16,7 +16,7 @@ LEFT JOIN LATERAL (
         WHERE r."timestamp" IS NULL AND h.gpu_id = %(gpu_id)s AND coalesce(h.counts[m.id], 0) > 0
         ORDER BY h.hour DESC LIMIT 1
     ) AS h
-    CROSS JOIN LATERAL telemetry_hour_readings(h.hour, h.times, h.label_set_ids, h."values") AS x
+    CROSS JOIN LATERAL telemetry_hour_readings(h.hour, h.readings, h.times, h.label_set_ids, h."values") AS x
     WHERE x."values"[m.id] IS NOT NULL
     ORDER BY x."timestamp" DESC LIMIT 1
 ) AS p ON true

@@ -15,7 +15,7 @@ WITH raw AS (
     -- A packed hour counts each metric's samples; its first and last times bound them to the hour's readings.
     SELECT m.metric_id, sum(h.counts[m.metric_id]) AS n,
            min(h.hour + h.times[1] * interval '1 microsecond') AS first,
-           max(h.hour + h.times[cardinality(h.times)] * interval '1 microsecond') AS last
+           max(h.hour + h.times[h.readings] * interval '1 microsecond') AS last
     FROM telemetry_readinghour AS h
     CROSS JOIN LATERAL generate_series(1, cardinality(h.counts)) AS m(metric_id)
     WHERE h.counts[m.metric_id] > 0

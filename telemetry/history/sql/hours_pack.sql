@@ -25,8 +25,8 @@ WITH moved AS (
            array_agg(label_set_id ORDER BY i) AS label_set_ids
     FROM readings GROUP BY gpu_id, hour
 ), packed AS (
-    INSERT INTO telemetry_readinghour (gpu_id, hour, samples, counts, times, label_set_ids, "values")
-    SELECT p.gpu_id, p.hour, sum(p.n), array_agg(p.n ORDER BY p.metric_id), h.times, h.label_set_ids,
+    INSERT INTO telemetry_readinghour (gpu_id, hour, samples, readings, counts, times, label_set_ids, "values")
+    SELECT p.gpu_id, p.hour, sum(p.n), cardinality(h.times), array_agg(p.n ORDER BY p.metric_id), h.times, h.label_set_ids,
            array_agg(p.vals ORDER BY p.metric_id)
     FROM per_metric AS p JOIN per_hour AS h ON h.gpu_id = p.gpu_id AND h.hour = p.hour
     GROUP BY p.gpu_id, p.hour, h.times, h.label_set_ids

@@ -9,7 +9,7 @@ WITH touched AS (
 ), unpacked AS (
     DELETE FROM telemetry_readinghour AS h USING touched AS t
     WHERE h.gpu_id = t.gpu_id AND h.hour = t.hour
-    RETURNING h.gpu_id, h.hour, h.times, h.label_set_ids, h."values"
+    RETURNING h.gpu_id, h.hour, h.readings, h.times, h.label_set_ids, h."values"
 ), minutes AS (
     DELETE FROM telemetry_rollupminute AS m USING unpacked AS u WHERE m.gpu_id = u.gpu_id AND m.hour = u.hour
 ), days AS (
@@ -18,7 +18,7 @@ WITH touched AS (
 ), restored AS (
     INSERT INTO telemetry_reading (gpu_id, "timestamp", label_set_id, "values")
     SELECT u.gpu_id, p."timestamp", p.label_set_id, p."values"
-    FROM unpacked AS u CROSS JOIN LATERAL telemetry_hour_readings(u.hour, u.times, u.label_set_ids, u."values") AS p
+    FROM unpacked AS u CROSS JOIN LATERAL telemetry_hour_readings(u.hour, u.readings, u.times, u.label_set_ids, u."values") AS p
     ORDER BY u.gpu_id, p."timestamp"
 )
 SELECT count(*) FROM unpacked
