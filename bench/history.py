@@ -1,21 +1,62 @@
-"""History figures: bytes per packed sample, packing rate, dropping a day, summaries from rollups.
+"""History at fleet scale: partitions, packed hours and rollups, each figure next to the issue's target.
 
-`python -m bench.history [--gpus 20 --days 2]`: N GPUs × 10 metrics every 10 s for D days (realistic
-values: constant, two-valued, slowly varying and noisy metrics), stored through the collector's
-write path, then packed by `compress`'s code; prints each figure next to the issue's target.
+`python -m bench.history [--smoke] [--report PATH]`: GPUs × 10 metrics every 10 s over 30 days (about
+10M samples; realistic values: constant, two-valued, slowly varying and noisy metrics), written
+through the collector's write path in 20,000-sample groups, then:
+- ingest with day partitions against the same table unpartitioned, alternating, same run;
+- one GPU's 1 h window through the API, raw, then packed (as fast?);
+- packing (`compress`'s code) and bytes per packed sample;
+- a summary over 30 days in 1 h buckets through the API, answered from the rollups;
+- dropping a day's partition of packed hours, its samples taken off the devices' counts.
 """
 import argparse
+import json
 import random
 import statistics
+import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from bench import harness
 
 DB = "telemetry_bench_history"
-STEP_US = 10_000_000
+STEP_S = 10
 METRICS = [f"DCGM_FI_BENCH_{i}" for i in range(10)]
 START = datetime(2025, 7, 1, tzinfo=timezone.utc)
+GROUP_SAMPLES = 20_000  # the collector's default group (COLLECTOR_GROUP_SAMPLES)
+
+
+@dataclass(frozen=True)
+class Workload:
+    gpus: int
+    days: int
+    requests: int
+    ingest_days: int  # of the partitioned/unpartitioned comparison, each run
+
+    @property
+    def samples(self) -> int:
+        return self.gpus * len(METRICS) * self.days * 86400 // STEP_S
+
+
+FULL = Workload(gpus=4, days=30, requests=200, ingest_days=3)
+SMOKE = Workload(gpus=2, days=2, requests=20, ingest_days=1)
+
+# Swaps telemetry_reading for an unpartitioned table of the same columns and indexes, partition
+# creation made a no-op; and back. Bench-only: the product's tables are always partitioned.
+_UNPARTITIONED = """
+ALTER TABLE telemetry_reading RENAME TO bench_reading_partitioned;
+CREATE TABLE telemetry_reading (LIKE bench_reading_partitioned INCLUDING DEFAULTS INCLUDING INDEXES);
+ALTER FUNCTION telemetry_partition_ensure(text, timestamptz) RENAME TO bench_partition_ensure;
+CREATE FUNCTION telemetry_partition_ensure(parent text, at timestamptz) RETURNS text LANGUAGE sql AS $$ SELECT parent $$;
+"""
+_PARTITIONED = """
+DROP TABLE telemetry_reading;
+ALTER TABLE bench_reading_partitioned RENAME TO telemetry_reading;
+DROP FUNCTION telemetry_partition_ensure(text, timestamptz);
+ALTER FUNCTION bench_partition_ensure(text, timestamptz) RENAME TO telemetry_partition_ensure;
+"""
 
 
 def values(rng: random.Random, step: int, gpu: int) -> list[float]:
@@ -25,92 +66,196 @@ def values(rng: random.Random, step: int, gpu: int) -> list[float]:
             round(rng.uniform(60, 700), 3), round(rng.uniform(50, 690), 3)]
 
 
-def load(gpus: int, days: int) -> int:
-    from telemetry.ingest.collector.services import batches_persist
+def groups(gpus: int, first_day: int, days: int):
+    """The workload's samples as the collector receives them: 20,000-sample batches, in time order."""
     from telemetry.ingest.streamer.batching import BatchBuilder
     from telemetry.ingest.wire import GpuInfo, Sample
 
-    rng = random.Random(1)
+    rng = random.Random(first_day)
     devices = [GpuInfo(f"GPU-bench-{n:04d}", f"host-{n // 8}", n % 8, f"nvidia{n % 8}", "NVIDIA H100") for n in range(gpus)]
     start_us = int(START.timestamp() * 1_000_000)
-    total = 0
-    steps_per_batch = 20000 // (gpus * len(METRICS)) or 1
-    for first in range(0, days * 8640, steps_per_batch):
+    steps_per_group = max(1, GROUP_SAMPLES // (gpus * len(METRICS)))
+    first, last = first_day * 86400 // STEP_S, (first_day + days) * 86400 // STEP_S
+    for begin in range(first, last, steps_per_group):
         builder = BatchBuilder()
-        for step in range(first, min(first + steps_per_batch, days * 8640)):
+        for step in range(begin, min(begin + steps_per_group, last)):
             for n, device in enumerate(devices):
                 for metric, value in zip(METRICS, values(rng, step, n)):
-                    builder.add(Sample(device, metric, start_us + step * STEP_US, value, None))
-        batch = builder.build()
-        total += batches_persist([batch], max_per_gpu=0).stored
-    return total
+                    builder.add(Sample(device, metric, start_us + step * STEP_S * 1_000_000, value, None))
+        yield builder.build()
+
+
+def store(batches) -> tuple[int, float]:
+    """Store batches through the collector's write path; (samples stored, seconds spent storing)."""
+    from telemetry.ingest.collector.services import batches_persist
+
+    stored, seconds = 0, 0.0
+    for batch in batches:
+        began = time.perf_counter()
+        stored += batches_persist([batch], max_per_gpu=0).stored
+        seconds += time.perf_counter() - began
+    return stored, seconds
+
+
+def execute(statement: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+
+
+def ingest_comparison(workload: Workload) -> dict:
+    """The collector's write path into day partitions and into one unpartitioned table, alternating."""
+    batches = list(groups(workload.gpus, 0, workload.ingest_days))
+    rates: dict[str, list[float]] = {"partitioned": [], "unpartitioned": []}
+    for layout in ("partitioned", "unpartitioned") * 2:
+        harness.tables_truncate()
+        if layout == "unpartitioned":
+            execute(_UNPARTITIONED)
+        stored, seconds = store(batches)
+        if layout == "unpartitioned":
+            execute(_PARTITIONED)
+        rates[layout].append(stored / seconds)
+    partitioned, unpartitioned = (statistics.median(rates[k]) for k in ("partitioned", "unpartitioned"))
+    return {"partitioned_samples_per_s": partitioned, "unpartitioned_samples_per_s": unpartitioned,
+            "ratio": partitioned / unpartitioned, "runs": rates, "samples": sum(map(len, batches))}
 
 
 def relation_bytes(table: str) -> int:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0) FROM pg_inherits AS i "
+        cursor.execute("SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::bigint FROM pg_inherits AS i "
                        "WHERE i.inhparent = %s::regclass", [table])
         return cursor.fetchone()[0]
 
 
-def percentile(samples: list[float], p: float) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1] if len(samples) > 1 else samples[0]
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--gpus", type=int, default=20)
-    parser.add_argument("--days", type=int, default=2)
-    parser.add_argument("--queries", type=int, default=100)
-    args = parser.parse_args()
+def latency(client, path: str, params: dict, requests: int) -> dict:
+    """p50/p99 in ms of `requests` GETs after a fifth as many to warm up."""
+    timings = []
+    for i in range(requests + requests // 5):
+        began = time.perf_counter()
+        response = client.get(path, params)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} answered {response.status_code}: {response.content[:300]!r}")
+        if i >= requests // 5:
+            timings.append((time.perf_counter() - began) * 1000)
+    return {"p50_ms": percentile(timings, 0.5), "p99_ms": percentile(timings, 0.99), "requests": requests}
+
+
+def window_latency(client, uuid: str, workload: Workload) -> dict:
+    """One GPU's 1 h windows (3,600 samples), at random hours of the data."""
+    rng = random.Random(3)
+    timings = {}
+    for shape in ("samples", "series"):
+        began = START + timedelta(hours=rng.randrange(0, workload.days * 24 - 1))
+        params = {"start_time": began.isoformat(), "end_time": (began + timedelta(seconds=3599)).isoformat(),
+                  "limit": 3600, "shape": shape}
+        timings[shape] = latency(client, f"/api/v1/gpus/{uuid}/telemetry", params, workload.requests)
+    return timings
+
+
+def measure(workload: Workload) -> dict:
+    from django.db import connection
+    from django.test import Client
+
+    from telemetry.history import maintenance, packing, partitions
+    from telemetry.models import Gpu
+
+    report: dict = {"workload": {"gpus": workload.gpus, "days": workload.days, "interval_s": STEP_S,
+                                 "metrics": len(METRICS), "samples": workload.samples}}
+    print(f"ingest with day partitions against without: {workload.ingest_days} days, alternating", flush=True)
+    report["ingest"] = ingest_comparison(workload)
+    print(f"  ratio {report['ingest']['ratio']:.3f}", flush=True)
+
+    harness.tables_truncate()
+    print(f"storing {workload.samples:,} samples ({workload.gpus} GPUs × {len(METRICS)} metrics every {STEP_S} s "
+          f"× {workload.days} days)", flush=True)
+    stored, seconds = store(groups(workload.gpus, 0, workload.days))
+    report["stored"] = {"samples": stored, "samples_per_s": stored / seconds,
+                        "raw_bytes_per_sample": relation_bytes(partitions.READINGS) / stored}
+    harness.database_settle()
+    client = Client()
+    uuid = Gpu.objects.order_by("id").first().uuid
+    report["window_raw"] = window_latency(client, uuid, workload)
+
+    print("packing", flush=True)
+    began = time.perf_counter()
+    packed = packing.hours_pack(before=START + timedelta(days=workload.days), chunk=maintenance.PACK_CHUNK)
+    report["packing"] = {"samples": packed.samples, "hours": packed.hours, "seconds": time.perf_counter() - began,
+                         "samples_per_s": packed.samples / (time.perf_counter() - began)}
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    report["packed_bytes_per_sample"] = relation_bytes(packing.PACKED) / stored
+    report["rollup_bytes_per_sample"] = {"minute": relation_bytes(packing.ROLLUP_MINUTE) / stored,
+                                         "hour": relation_bytes(packing.ROLLUP_HOUR) / stored}
+    report["window_packed"] = window_latency(client, uuid, workload)
+    report["summary_30d_1h"] = latency(client, f"/api/v1/gpus/{uuid}/telemetry/summary", {
+        "start_time": START.isoformat(), "end_time": (START + timedelta(days=30)).isoformat(), "bucket": "1h",
+        "agg": "avg,min,max,last"}, workload.requests)
+
+    began = time.perf_counter()
+    dropped = partitions.partitions_drop_before(packing.PACKED, START + timedelta(days=1),
+                                                forget=maintenance._PACKED_FORGET)
+    report["drop_day"] = {"ms": (time.perf_counter() - began) * 1000, "samples": sum(dropped.values()),
+                          "partitions": [p.name for p in dropped]}
+    return report
+
+
+def summary(report: dict) -> str:
+    ingest, window_raw, window_packed = report["ingest"], report["window_raw"], report["window_packed"]
+    lines = [
+        f"ingest, partitioned against unpartitioned: {ingest['ratio']:.3f} "
+        f"({ingest['partitioned_samples_per_s']:,.0f} against {ingest['unpartitioned_samples_per_s']:,.0f} samples/s; target >= 0.95)",
+        f"raw readings: {report['stored']['raw_bytes_per_sample']:.2f} bytes/sample",
+        f"packed hours: {report['packed_bytes_per_sample']:.2f} bytes/sample (target <= 3, goal <= 2)",
+        f"rollups: minute {report['rollup_bytes_per_sample']['minute']:.2f}, hour {report['rollup_bytes_per_sample']['hour']:.3f} "
+        "bytes per raw sample",
+        f"packing: {report['packing']['samples_per_s']:,.0f} samples/s",
+        f"summary over 30 days in 1 h buckets: p50 {report['summary_30d_1h']['p50_ms']:.1f} ms, "
+        f"p99 {report['summary_30d_1h']['p99_ms']:.1f} ms (target p99 <= 10 ms)",
+        f"dropping a day of packed hours ({report['drop_day']['samples']:,} samples): {report['drop_day']['ms']:.0f} ms "
+        "(target <= 100 ms)",
+    ]
+    for shape in ("samples", "series"):
+        raw, packed = window_raw[shape], window_packed[shape]
+        lines.append(f"1 h window, shape={shape}: raw p50 {raw['p50_ms']:.1f} / p99 {raw['p99_ms']:.1f} ms, "
+                     f"packed p50 {packed['p50_ms']:.1f} / p99 {packed['p99_ms']:.1f} ms "
+                     f"(packed/raw p99 {packed['p99_ms'] / raw['p99_ms']:.2f}; as fast: <= 1)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a small run that checks every step, not the targets")
+    parser.add_argument("--report", type=Path, help="also write the figures here as JSON")
+    parser.add_argument("--keep-db", action="store_true", help="keep the bench database afterwards")
+    args = parser.parse_args(argv)
+    workload = SMOKE if args.smoke else FULL
     harness.database_recreate(DB)
     harness.configure_django(DB, "telemetry.ingest.bench-history")
     from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     from django.db import connection
 
-    from telemetry.api.selectors import gpu_telemetry_summary
-    from telemetry.history import maintenance, packing, partitions
-
-    started = time.monotonic()
-    samples = load(args.gpus, args.days)
-    load_s = time.monotonic() - started
-    raw_bytes = relation_bytes("telemetry_reading")
-    started = time.monotonic()
-    result = packing.hours_pack(before=START + timedelta(days=args.days), chunk=maintenance.PACK_CHUNK)
-    pack_s = time.monotonic() - started
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-    packed_bytes = relation_bytes("telemetry_readinghour")
-    minute_bytes, hour_bytes = relation_bytes("telemetry_rollupminute"), relation_bytes("telemetry_rolluphour")
-    print(f"{samples:,} samples ({args.gpus} GPUs × 10 metrics every 10 s × {args.days} days); stored at "
-          f"{samples / load_s:,.0f} samples/s")
-    print(f"raw readings:  {raw_bytes / samples:.2f} bytes/sample")
-    print(f"packed hours:  {packed_bytes / samples:.2f} bytes/sample   (target ≤ 3, goal ≤ 2)")
-    print(f"rollups:       minute {minute_bytes / samples:.2f}, hour {hour_bytes / samples:.3f} bytes per raw sample")
-    print(f"packing:       {result.samples / pack_s:,.0f} samples/s ({result.hours} device-hours in {pack_s:.1f} s)")
-
-    gpu_id = 1
-    timings = []
-    for _ in range(args.queries):
-        started = time.perf_counter()
-        gpu_telemetry_summary(gpu_id=gpu_id, start=START, end=START + timedelta(days=30), bucket_seconds=3600,
-                              aggregates=["avg", "min", "max", "count"])
-        timings.append((time.perf_counter() - started) * 1000)
-    print(f"summary, {args.days} days in 1 h buckets (30-day window): p50 {percentile(timings, 50):.1f} ms, "
-          f"p99 {percentile(timings, 99):.1f} ms   (target p99 ≤ 10 ms)")
-
-    started = time.perf_counter()
-    dropped = partitions.partitions_drop_before(packing.PACKED, START + timedelta(days=1),
-                                                forget=maintenance._PACKED_FORGET)
-    drop_ms = (time.perf_counter() - started) * 1000
-    print(f"dropping a day's packed partition ({sum(dropped.values()):,} samples): {drop_ms:.0f} ms   (target ≤ 100 ms)")
-    connection.close()
-    harness.database_drop(DB)
+    call_command("migrate", verbosity=0)
+    began = time.perf_counter()
+    try:
+        report = measure(workload)
+    finally:
+        connection.close()
+        if not args.keep_db:
+            harness.database_drop(DB)
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    print(summary(report))
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2, default=str))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

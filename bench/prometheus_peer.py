@@ -484,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, help=f"timed window requests per endpoint (default {FULL.requests})")
     parser.add_argument("--keep-db", action="store_true", help="keep the bench database afterwards")
     parser.add_argument("--work", type=Path, help="folder for the generated files (default bench/results/work-prometheus)")
+    parser.add_argument("--report", type=Path, help="also write the figures here as JSON (make bench reads it)")
     args = parser.parse_args(argv)
     workload = SMOKE if args.smoke else FULL
     if args.requests:
@@ -495,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"prometheus-peer-{'smoke' if args.smoke else 'full'}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
+    if args.report:
+        args.report.write_text(out.read_text())
     print()
     print(summary(report))
     machine = report["machine"]

@@ -582,6 +582,67 @@ def bench_fleet(run: Run) -> None:
     run.notes.append(f"fleet simulation: {result['seconds']} s, {len(result['steps'])} steps")
 
 
+def bench_subprocess(run: Run, module: str, name: str) -> dict | None:
+    """`python -m <module> --report FILE` in a process of its own (its own database); its figures."""
+    report = run.work / f"{name}.json"
+    report.unlink(missing_ok=True)
+    process = subprocess.run([sys.executable, "-m", module, "--report", str(report), *(["--smoke"] if run.smoke else [])],
+                             cwd=harness.REPO, env=os.environ.copy())
+    if not report.exists():
+        run.check(False, f"{module} exited {process.returncode} without a report")
+        return None
+    return json.loads(report.read_text())
+
+
+def bench_history(run: Run) -> None:
+    """Partitions, packed hours and rollups (bench/history.py)."""
+    report = bench_subprocess(run, "bench.history", "history")
+    if report is None:
+        return
+    ingest = report["ingest"]
+    run.add(Figure("history: ingest with day partitions (collector write path)", ingest["partitioned_samples_per_s"],
+                   "samples/s", ingest["unpartitioned_samples_per_s"], "same table unpartitioned, same run",
+                   ingest["ratio"], ">= 0.95", ingest["ratio"] >= 0.95, ingest))
+    packed = report["packed_bytes_per_sample"]
+    run.add(Figure(f"history: packed hours per sample ({report['stored']['samples']:,} samples)", packed, "bytes",
+                   report["stored"]["raw_bytes_per_sample"], "raw readings", packed / report["stored"]["raw_bytes_per_sample"],
+                   "<= 3 bytes (goal <= 2)", packed <= 3,
+                   {"rollups": report["rollup_bytes_per_sample"], "packing": report["packing"]}))
+    summary = report["summary_30d_1h"]
+    run.add(Figure("history: summary over 30 days in 1 h buckets (API)", summary["p99_ms"], "ms p99",
+                   target="<= 10 ms", met=summary["p99_ms"] <= 10, details=summary))
+    drop = report["drop_day"]
+    run.add(Figure("history: dropping a day's partition of packed hours", drop["ms"], "ms", target="<= 100 ms",
+                   met=drop["ms"] <= 100, details=drop))
+    for shape in ("samples", "series"):
+        raw, packed_window = report["window_raw"][shape], report["window_packed"][shape]
+        ratio = packed_window["p99_ms"] / raw["p99_ms"]
+        run.add(Figure(f"history: 1 h window over packed hours, shape={shape} (API)", packed_window["p99_ms"], "ms p99",
+                       raw["p99_ms"], "the same window unpacked", ratio, "as fast (<= 1)", ratio <= 1,
+                       {"raw": raw, "packed": packed_window}))
+
+
+def bench_prometheus(run: Run) -> None:
+    """Prometheus as a peer (bench/prometheus_peer.py): backfill and one GPU's 1 h window."""
+    report = bench_subprocess(run, "bench.prometheus_peer", "prometheus-peer")
+    if report is None:
+        return
+    if report.get("skipped"):
+        run.notes.append(f"prometheus peer: {report['skipped']}")
+    backfill = report["backfill"]
+    promtool = backfill["promtool"]
+    run.add(Figure("backfill, two days of 10 GPUs × 10 metrics (from the command's start)", backfill["ours"]["samples_per_s"],
+                   "samples/s", promtool and promtool["samples_per_s"], "promtool create-blocks, same data and run",
+                   backfill["ratio"], ">= 1.0", backfill["met"], backfill))
+    window = report["window"]
+    peer = window["endpoints"].get("prometheus")
+    for shape in ("samples", "series"):
+        ours = window["endpoints"][f"ours, shape={shape}"]
+        run.add(Figure(f"1 h window over HTTP, shape={shape} (3,600 samples)", ours["p99_ms"], "ms p99",
+                       peer and peer["p99_ms"], "Prometheus's query of the same samples (p99)",
+                       window[f"ratio_p99_{shape}"], "<= 2x (goal <= 1x)", window[f"met_{shape}"], ours))
+
+
 # --- Report ---
 
 
@@ -655,6 +716,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_memory(run, fleet)
         print("a live fleet (bench/fleet_sim.py)", flush=True)
         bench_fleet(run)
+        print("history: partitions, packed hours and rollups (bench/history.py)", flush=True)
+        bench_history(run)
+        print("Prometheus as a peer (bench/prometheus_peer.py)", flush=True)
+        bench_prometheus(run)
     except Exception as exc:
         run.problems.append(f"benchmark crashed: {type(exc).__name__}: {exc}")
         raise

@@ -76,6 +76,9 @@ $$;
 # telemetry_summary_pieces is the same samples as partial aggregates, each from the coarsest tier
 # that covers it whole: an hour of a day with an hour rollup, else a minute of a packed hour, else
 # the sample itself (the readings not packed, and packed ones in a minute the window cuts).
+# telemetry_samples_forget takes samples deleted or about to be dropped off their devices' counts,
+# the GPU rows locked in id order as the collector locks them; it returns the samples taken off.
+#
 # telemetry_grid builds a rollup's [metric id][slot] grids from its cells (a metric or slot
 # without one counts 0); telemetry_grid_cells lists a grid's cells that hold samples.
 #
@@ -108,6 +111,20 @@ LANGUAGE sql STABLE AS $$
     WHERE h.gpu_id = gpu AND h.hour >= date_trunc('hour', lo, 'UTC') AND h.hour <= hi
       AND NOT (whole_hours_skipped AND h.hour >= lo AND h.hour + interval '1 hour' <= hi + interval '1 microsecond')
       AND p."timestamp" >= lo AND p."timestamp" <= hi
+$$;
+
+CREATE FUNCTION telemetry_samples_forget(gpu_ids bigint[], samples bigint[]) RETURNS bigint LANGUAGE sql VOLATILE AS $$
+    WITH per_gpu AS (
+        SELECT * FROM unnest(gpu_ids, samples) AS p(gpu_id, n)
+    ), locked AS (
+        SELECT g.id FROM telemetry_gpu AS g JOIN per_gpu AS p ON p.gpu_id = g.id ORDER BY g.id FOR UPDATE OF g
+    ), counted AS (
+        UPDATE telemetry_gpu AS g SET sample_count = g.sample_count - p.n
+        FROM per_gpu AS p, locked AS l
+        WHERE g.id = p.gpu_id AND l.id = g.id
+        RETURNING p.n
+    )
+    SELECT coalesce(sum(n), 0)::bigint FROM counted
 $$;
 
 CREATE FUNCTION telemetry_grid(slots integer, metric_ids integer[], slot_ids integer[], counts bigint[],
@@ -190,6 +207,7 @@ $$;
 
 _DROP = """
 DROP FUNCTION telemetry_summary_pieces(bigint, timestamptz, timestamptz, text);
+DROP FUNCTION telemetry_samples_forget(bigint[], bigint[]);
 DROP FUNCTION telemetry_grid(integer, integer[], integer[], bigint[], double precision[], double precision[],
                              double precision[], double precision[], double precision[]);
 DROP FUNCTION telemetry_grid_cells(integer[], double precision[], double precision[], double precision[],
