@@ -155,6 +155,7 @@ COMPRESS_AFTER_SECONDS = env_age("COMPRESS_AFTER", "2h")
 HISTORY_RAW_RETENTION_SECONDS = env_age("HISTORY_RAW_RETENTION", "7d", allow_never=True)
 HISTORY_MINUTE_RETENTION_SECONDS = env_age("HISTORY_MINUTE_RETENTION", "90d", allow_never=True)
 HISTORY_HOUR_RETENTION_SECONDS = env_age("HISTORY_HOUR_RETENTION", "730d", allow_never=True)
+HISTORY_INTERVAL_SECONDS = env_age("HISTORY_INTERVAL", "10m")  # how often `manage.py pipeline` runs compress
 COLLECTOR_HEARTBEAT_FILE = env_str("COLLECTOR_HEARTBEAT_FILE", "/tmp/collector-heartbeat")
 
 # --- Streamer (defaults for `manage.py stream`; each has a command-line flag too) ---

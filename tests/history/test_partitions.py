@@ -75,3 +75,25 @@ def test_each_device_keeps_its_newest_samples_across_days():
     kept = list(Reading.objects.order_by("timestamp").values_list("timestamp", flat=True))
     assert kept[-1] - kept[0] == timedelta(hours=1)  # 02:00 (one sample) and 03:00
     assert Gpu.objects.get().sample_count == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pipelines_history_thread_creates_the_coming_days(settings):
+    import threading
+    import time
+
+    from django.utils import timezone
+
+    from telemetry.management.commands.pipeline import _run_history
+
+    settings.HISTORY_INTERVAL_SECONDS = 1
+    stop = threading.Event()
+    thread = threading.Thread(target=_run_history, args=(stop,))
+    thread.start()
+    in_two_days = f"telemetry_reading_p{timezone.now() + timedelta(days=2):%Y%m%d}"
+    deadline = time.monotonic() + 30
+    while in_two_days not in names() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    thread.join(timeout=30)
+    assert in_two_days in names() and not thread.is_alive()

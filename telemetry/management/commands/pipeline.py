@@ -2,22 +2,28 @@
 
 Without DATABASE_URL it first starts the embedded PostgreSQL (telemetry/embedded/postgres.py, data in
 EMBEDDED_POSTGRES_DIR) and stops it last, after the worker has stored every queued batch. It applies
-pending migrations itself, on either database.
+pending migrations itself, on either database, and runs history maintenance (`compress`) every
+HISTORY_INTERVAL while it runs.
 """
+import logging
 import threading
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import OperationalError, connections
+from django.db import DatabaseError, OperationalError, connection, connections
+from django.utils import timezone
 
 from config.celery import app
 from telemetry.embedded.postgres import EmbeddedPostgres, EmbeddedPostgresError
 from telemetry.embedded.threads import EmbeddedWebServer, EmbeddedWorker
+from telemetry.history.maintenance import history_maintain
 from telemetry.ingest.streamer.publisher import BatchPublisher
 from telemetry.ingest.streamer.shutdown import graceful_shutdown
 from telemetry.ingest.streamer.sources import SourceFormatError
 from telemetry.ingest.streamer.stream import StreamConfig, Streamer
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -95,8 +101,13 @@ class Command(BaseCommand):
         errors: list[BaseException] = []
         thread = threading.Thread(target=_run_streamer, args=(streamer, errors), name="streamer")
         thread.start()
+        history_stop = threading.Event()
+        history = threading.Thread(target=_run_history, args=(history_stop,), name="history", daemon=True)
+        history.start()
         while thread.is_alive():
             thread.join(timeout=0.5)
+        history_stop.set()
+        history.join()
         self.stdout.write("streamer stopped; storing the batches still queued")
         drained = worker.drain_and_stop()
         web.stop()
@@ -105,6 +116,18 @@ class Command(BaseCommand):
         if not drained:
             raise CommandError("stopped with batches still queued: they were not stored")
         self.stdout.write(f"pipeline stopped cleanly: {streamer.stats.line()}")
+
+
+def _run_history(stop: threading.Event) -> None:
+    """`compress` every HISTORY_INTERVAL while the pipeline runs (partitions ahead, packing, retention)."""
+    try:
+        while not stop.wait(settings.HISTORY_INTERVAL_SECONDS):
+            try:
+                history_maintain(now=timezone.now(), stopping=stop.is_set)
+            except DatabaseError as exc:  # the next round tries again
+                logger.warning("history maintenance failed: %s", exc)
+    finally:
+        connection.close()
 
 
 def _run_streamer(streamer: Streamer, errors: list[BaseException]) -> None:
