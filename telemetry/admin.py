@@ -30,6 +30,9 @@ from telemetry.times import from_rfc3339, to_rfc3339_short, to_utc
 
 CHART_WINDOW = timedelta(hours=1)
 CHART_MAX_SAMPLES = 5000
+# A device's page lists its newest packed hours and shows one of them, samples up to this many.
+PACKED_HOURS_LISTED = 48
+PACKED_HOUR_SAMPLES = 20000
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -109,12 +112,33 @@ class GpuAdmin(ReadOnlyAdmin):
             extra["chart_svg"] = gpu_chart_svg(gpu=gpu)
             extra["readings_url"] = reverse("admin:telemetry_reading_changelist") + f"?gpu__id__exact={gpu.pk}"
             extra["api_url"] = reverse("api:gpu-telemetry", kwargs={"id": gpu.device_id})
+            extra["packed_hours"] = selectors.gpu_packed_hours(gpu_id=gpu.pk, limit=PACKED_HOURS_LISTED)
+            hour = packed_hour_asked(request, extra["packed_hours"])
+            if hour is not None:
+                extra["packed_hour"] = hour
+                extra["packed_hour_readings"] = hour_readings(gpu=gpu, hour=hour)
             if gpu.mig_instance is None:
                 extra["mig_instances"] = Gpu.objects.filter(uuid=gpu.uuid, mig_instance__isnull=False).order_by("mig_instance")
             else:
                 # The parent is a device of its own only when it reported as a whole GPU too.
                 extra["parent_gpu"] = Gpu.objects.filter(uuid=gpu.uuid, mig_instance=None).first()
         return super().change_view(request, object_id, form_url, extra)
+
+
+def packed_hour_asked(request, hours: list[selectors.PackedHour]) -> datetime | None:
+    """The packed hour the page was asked to show (?packed_hour=<RFC 3339>), if it is one of those listed."""
+    asked = request.GET.get("packed_hour")
+    return next((h.hour for h in hours if asked and to_rfc3339_short(h.hour) == asked), None)
+
+
+def hour_readings(*, gpu: Gpu, hour: datetime) -> list[tuple[str, list[tuple[str, float]]]]:
+    """The readings of one hour, as the API reads them (packed or not): (time, [(metric, value)…])."""
+    rows = selectors.gpu_telemetry_window(gpu_id=gpu.pk, start=hour, end=hour + timedelta(hours=1, microseconds=-1),
+                                          limit=PACKED_HOUR_SAMPLES)
+    readings: dict[str, list[tuple[str, float]]] = {}
+    for ts, metric_id, value in rows:
+        readings.setdefault(ts, []).append((selectors.metric_name(metric_id), value))
+    return list(readings.items())
 
 
 def gpu_chart_svg(*, gpu: Gpu, window: timedelta = CHART_WINDOW) -> str:

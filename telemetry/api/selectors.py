@@ -308,6 +308,20 @@ def rollup_tier(bucket_seconds: int) -> str:
     return "minute" if bucket_seconds % 60 == 0 else "raw"
 
 
+# --- Packed history ---
+
+
+class PackedHour(NamedTuple):
+    hour: datetime
+    readings: int
+    samples: int
+
+
+def gpu_packed_hours(*, gpu_id: int, limit: int) -> list[PackedHour]:
+    """The device's newest `limit` packed hours (telemetry/history/), newest first."""
+    return [PackedHour(*row) for row in _fetchall("packed_hours", {"gpu_id": gpu_id, "limit": limit})]
+
+
 # --- Latest value of each metric ---
 
 

@@ -6,6 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from telemetry.admin import BoundedCountPaginator
+from telemetry.api import selectors
 from telemetry.models import Gpu, Metric, Reading
 from tests.api.conftest import GPU_HOST, GPU_UUID, GR_ACTIVE, MIG_HOST, MIG_PARENT, TEMP, UTIL, store_mig_devices, store_samples
 from tests.samples import stored_count
@@ -46,6 +47,27 @@ def test_gpu_page_has_latest_values_chart_and_readings_link(sample_data, admin_c
     assert latest.count("<tr><td>DCGM_FI_") == 10
     assert f"/admin/telemetry/reading/?gpu__id__exact={gpu.pk}" in html
     assert 'name="_save"' not in html  # read-only
+
+
+def test_gpu_page_lists_its_packed_hours_and_shows_one(db, admin_client):
+    from datetime import datetime, timezone
+
+    from telemetry.history.packing import hours_pack
+    from telemetry.ingest.collector.services import samples_persist
+    from tests.history.history_data import history_batch
+
+    samples_persist(batch=history_batch(hours=2), max_per_gpu=0)
+    hours_pack(before=datetime(2026, 1, 1, tzinfo=timezone.utc), chunk=10)
+    gpu = Gpu.objects.order_by("id").first()
+    page = f"/admin/telemetry/gpu/{gpu.pk}/change/"
+    html = admin_client.get(page).content.decode()
+    packed = html.split('id="gpu-packed"')[1].split("</fieldset>")[0]
+    assert "2025-07-18 11:00" in packed and "2025-07-18 10:00" in packed and "?packed_hour=2025-07-18T10:00:00Z" in packed
+    assert 'id="gpu-packed-hour"' not in html
+    hour = admin_client.get(page, {"packed_hour": "2025-07-18T10:00:00Z"}).content.decode().split('id="gpu-packed-hour"')[1]
+    readings = {h.hour.hour: h.readings for h in selectors.gpu_packed_hours(gpu_id=gpu.pk, limit=2)}[10]
+    assert hour.count("<tr><td>2025-07-18T10:") == readings > 350  # about one every 10 s, read back from the packed hour
+    assert "DCGM_FI_DEV_GPU_TEMP: 40.0" in hour
 
 
 def test_readings_are_read_only_and_show_values_by_metric_name(sample_data, admin_client):
