@@ -1,6 +1,5 @@
 """History maintenance, run periodically by `manage.py compress`: partitions ahead, packing and
 each tier's retention (raw readings and packed hours, minute rollups, hour rollups)."""
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,8 +12,6 @@ from telemetry.history.packing import PACKED, ROLLUP_HOUR, ROLLUP_MINUTE, PackRe
 from telemetry.ingest.collector.services import samples_delete_older_than
 from telemetry.sql import sql_statement
 
-logger = logging.getLogger(__name__)
-
 DAYS_AHEAD = 2
 PACK_CHUNK = 200  # devices per packing transaction: progress and SIGTERM between them
 _PACKED_FORGET = sql_statement(__file__, "packed_forget")
@@ -23,7 +20,7 @@ _PACKED_DELETE_OLDER = sql_statement(__file__, "packed_delete_older")
 
 @dataclass
 class MaintenanceResult:
-    packed: PackResult | None
+    packed: PackResult
     dropped: dict[str, list[str]]
 
 
@@ -40,17 +37,12 @@ def raw_delete_older_than(cutoff: datetime) -> int:
 
 def history_maintain(*, now: datetime, progress: Callable[[PackResult], None] = lambda _: None,
                      stopping: Callable[[], bool] = lambda: False) -> MaintenanceResult:
-    """Create the coming days' partitions, pack what is older than COMPRESS_AFTER (unless a per-device
-    limit trims the samples first: see the README), then drop each tier's partitions past its retention."""
+    """Create the coming days' partitions, pack what is older than COMPRESS_AFTER, then drop each
+    tier's partitions past its retention."""
     for table in (partitions.READINGS, PACKED, ROLLUP_MINUTE):
         partitions.partitions_ahead(table, now=now, days=DAYS_AHEAD)
     partitions.partitions_ahead(ROLLUP_HOUR, now=now, days=31)
-    packed = None
-    if settings.COLLECTOR_MAX_ENTRIES_PER_GPU == 0:
-        packed = packing.hours_pack(before=packing.packing_boundary(now), chunk=PACK_CHUNK, progress=progress, stopping=stopping)
-    else:
-        logger.info("not packing: COLLECTOR_MAX_ENTRIES_PER_GPU=%d trims each device to its newest samples",
-                    settings.COLLECTOR_MAX_ENTRIES_PER_GPU)
+    packed = packing.hours_pack(before=packing.packing_boundary(now), chunk=PACK_CHUNK, progress=progress, stopping=stopping)
     dropped: dict[str, list[str]] = {}
     if settings.HISTORY_RAW_RETENTION_SECONDS and not stopping():
         cutoff = now - timedelta(seconds=settings.HISTORY_RAW_RETENTION_SECONDS)

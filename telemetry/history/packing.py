@@ -4,7 +4,8 @@ Each packed hour gets its minute rollup in the same statement, and a day whose e
 packed gets its hour rollup from those (sql/hours_pack.sql, sql/rollup_days.sql). Hours are
 packed once: a late sample for a packed hour unpacks it first (`hours_unpack`, called by the
 collector), and the next run packs it again, whole. Packing and unpacking of a device take the
-same advisory lock, so neither sees half of the other.
+same advisory lock, so neither sees half of the other. A per-device trim that must take part of a
+packed hour unpacks it too (telemetry/ingest/collector/services.py).
 """
 import logging
 from collections.abc import Callable, Iterable
@@ -17,7 +18,7 @@ from django.utils import timezone
 
 from telemetry.history import partitions
 from telemetry.sql import sql_statement
-from telemetry.times import to_microseconds
+from telemetry.times import to_datetime, to_microseconds
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ LOCK_NAMESPACE = 0x7E1E
 # Readings this much younger than COMPRESS_AFTER are not packed yet, so a group holding only
 # newer ones needs no look at the packed hours (one packing run's clock against another's).
 UNPACK_MARGIN = timedelta(hours=1)
+US_PER_HOUR = 3_600_000_000
 
 _sql = lambda name: sql_statement(__file__, name)  # noqa: E731
 _DEVICES_TO_PACK = _sql("devices_to_pack")
@@ -91,13 +93,17 @@ def _chunk_pack(ids: list[int], days_with_readings: set[datetime], before: datet
     result.days.update(touched)
 
 
-def hours_unpack(cursor, readings: Iterable[tuple[int, int]]) -> int:
-    """Unpack the packed hours that these staged readings, (GPU id, time in µs), fall in; only the
-    devices with a reading old enough to be in one are looked at. Returns the hours unpacked."""
+def late_hours_unpack(cursor, readings: Iterable[tuple[int, int]]) -> int:
+    """Unpack the packed hours that these readings about to be stored, (GPU id, time in µs), fall in;
+    only readings old enough to be in one are looked at. Returns the hours unpacked."""
     horizon_us = to_microseconds(packing_boundary() + UNPACK_MARGIN)
-    late = sorted({gpu_id for gpu_id, ts in readings if ts < horizon_us})
-    if not late:
-        return 0
-    devices_lock(cursor, late)
-    cursor.execute(_HOURS_UNPACK, {"horizon_us": horizon_us})
+    hours = sorted({(gpu_id, ts - ts % US_PER_HOUR) for gpu_id, ts in readings if ts < horizon_us})
+    return hours_unpack(cursor, [(gpu_id, to_datetime(hour)) for gpu_id, hour in hours]) if hours else 0
+
+
+def hours_unpack(cursor, hours: list[tuple[int, datetime]]) -> int:
+    """Unpack these (GPU id, hour) packed hours into readings, under the devices' packing lock;
+    returns how many were packed."""
+    devices_lock(cursor, sorted({gpu_id for gpu_id, _ in hours}))
+    cursor.execute(_HOURS_UNPACK, {"ids": [gpu_id for gpu_id, _ in hours], "hours": [hour for _, hour in hours]})
     return cursor.fetchone()[0]

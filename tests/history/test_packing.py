@@ -89,13 +89,21 @@ def test_compress_packs_and_drops_each_tier_past_its_retention(settings):
     assert [p.name for p in partitions.partitions_list(ROLLUP_MINUTE)][0] == "telemetry_rollupminute_p20250718"
 
 
-def test_compress_leaves_devices_trimmed_to_their_newest_samples(settings):
-    from django.core.management import call_command
-    from io import StringIO
-
-    settings.COLLECTOR_MAX_ENTRIES_PER_GPU = 10000
+def test_each_device_keeps_its_newest_samples_across_packed_hours():
     samples_persist(batch=history_batch(), max_per_gpu=0)
-    out = StringIO()
-    call_command("compress", stdout=out)
-    assert "not packing: COLLECTOR_MAX_ENTRIES_PER_GPU=10000" in out.getvalue()
-    assert table_rows("telemetry_readinghour") == []
+    hours_pack(before=BOUNDARY, chunk=10)
+    stored = every_device_readings()
+    newer = samples_persist(batch=history_batch(hours=0.2, start_us=START_US + 3 * 3_600_000_000, seed=5),
+                            max_per_gpu=2000)
+    for gpu in Gpu.objects.all():
+        samples = [(ts, m, v) for ts, _, values in stored[gpu.id] for m, v in values.items()]
+        samples += [(ts, m, v) for ts, _, values in readings_between(gpu.id, datetime(2025, 7, 18, 13, tzinfo=timezone.utc))
+                    for m, v in values.items()]
+        # The newest 2,000 by (time, metric id): trimming removes a reading's first samples by metric id.
+        kept = sorted(samples)[-2000:]
+        assert sorted((ts, m, v) for ts, _, values in readings_between(gpu.id) for m, v in values.items()) == kept
+        assert gpu.sample_count == 2000
+    assert newer.trimmed == sum(len(v) for readings in stored.values() for _, _, v in readings) + newer.stored - 2 * 2000
+    # The hour the limit cut into was unpacked; the rest of the old ones went whole, with their rollups.
+    assert Reading.objects.filter(timestamp__lt=datetime(2025, 7, 18, 13, tzinfo=timezone.utc)).exists()
+    assert len(table_rows("telemetry_rollupminute")) == len(table_rows("telemetry_readinghour"))

@@ -97,3 +97,8 @@ def test_summaries_from_rollups_equal_the_raw_computation():
     hours_pack(before=MIDNIGHT, chunk=10)
     assert len(table_rows("telemetry_rolluphour")) == 4
     check_random_windows(rng)
+
+    # A per-device limit that cuts into the packed hours: whole ones go with their rollups, one is unpacked.
+    samples_persist(batch=history_batch(hours=0.05, start_us=START_US + 28 * 3_600_000_000, step_us=20_000_000),
+                    max_per_gpu=min(Gpu.objects.values_list("sample_count", flat=True)) - 3000)
+    check_random_windows(rng)

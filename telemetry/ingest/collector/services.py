@@ -55,6 +55,7 @@ _READINGS_INSERT = _sql("readings_insert")
 _READINGS_MERGE = _sql("readings_merge")
 _GPUS_LOCK = _sql("gpus_lock")
 _TRIM_OLDEST = _sql("trim_oldest")
+_TRIM_PACKED = _sql("trim_packed")
 _GPUS_RECOUNT = _sql("gpus_recount")
 _READINGS_DELETE_OLDER = _sql("readings_delete_older")
 
@@ -386,7 +387,7 @@ def _readings_store(cursor, group: Group, max_per_gpu: int) -> tuple[int, int]:
     cursor.execute(_STAGING_CLEAR)
     with cursor.copy(_STAGING_COPY) as copy:
         copy.write(_copy_text(rows))
-    packing.hours_unpack(cursor, rows)
+    packing.late_hours_unpack(cursor, rows)
     ids = sorted(group.attributes)
     devices = [group.attributes[gpu_id] for gpu_id in ids]
     cursor.execute(_READINGS_INSERT, {
@@ -422,14 +423,15 @@ def _trim_exact(cursor, over: list[tuple[int, int]], widths: dict[int, int] | No
     """The exact pass: remove each (GPU, excess)'s `excess` oldest samples, the GPU rows locked.
 
     After a batch it runs only for the GPUs that the insert statement's own trim left over the
-    limit: another worker changed them meanwhile, the batch is older than what is stored, or a
-    merge added samples. Reading rows walked per GPU cost most of the trim, so the first pass
-    reads only as many as `widths` (samples per reading, as in the batch just stored) says are
-    needed; a GPU whose old readings are narrower than that gets another pass for the rest.
+    limit: another worker changed them meanwhile, the batch is older than what is stored, a
+    merge added samples, or the GPU has packed hours, its oldest samples (`_trim_packed`). Reading
+    rows walked per GPU cost most of the trim, so the first pass reads only as many as `widths`
+    (samples per reading, as in the batch just stored) says are needed; a GPU whose old readings
+    are narrower than that gets another pass for the rest.
     """
+    trimmed, over = _trim_packed(cursor, over) if over else (0, over)
     pending = dict(over)
     fetch = {gpu_id: -(-excess // max((widths or {}).get(gpu_id, 1), 1)) for gpu_id, excess in over}
-    trimmed = 0
     while pending:
         ids = sorted(pending)
         cursor.execute(_TRIM_OLDEST, {
@@ -441,6 +443,20 @@ def _trim_exact(cursor, over: list[tuple[int, int]], widths: dict[int, int] | No
         pending = {i: pending[i] - removed[i] for i in ids if removed.get(i, 0) and pending[i] > removed[i]}
         fetch = pending
     return trimmed
+
+
+def _trim_packed(cursor, over: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
+    """Trim the packed hours that hold each GPU's oldest samples: those the excess covers whole are
+    deleted, and the next one, when the excess takes part of it, is unpacked into readings for the
+    reading trim. Returns (samples removed, the excesses left)."""
+    cursor.execute(_TRIM_PACKED, {"ids": int_array(gpu_id for gpu_id, _ in over),
+                                  "excesses": int_array(excess for _, excess in over)})
+    walked = {gpu_id: (removed, next_hour) for gpu_id, removed, next_hour in cursor.fetchall()}
+    left = [(gpu_id, excess - walked[gpu_id][0]) for gpu_id, excess in over if excess > walked[gpu_id][0]]
+    partly = [(gpu_id, walked[gpu_id][1]) for gpu_id, _ in left if walked[gpu_id][1] is not None]
+    if partly:
+        packing.hours_unpack(cursor, partly)
+    return sum(removed for removed, _ in walked.values()), left
 
 
 # --- Retention (manage.py trim) ---

@@ -1,17 +1,13 @@
 """`manage.py compress`: pack readings older than COMPRESS_AFTER per device and hour, with their
 rollups, create the coming days' partitions and drop each history tier past its retention."""
-import logging
 import time
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from telemetry.history.maintenance import history_maintain
 from telemetry.history.packing import PackResult
 from telemetry.ingest.streamer.shutdown import graceful_shutdown
-
-logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -38,9 +34,6 @@ class Command(BaseCommand):
                               f"({time.monotonic() - started:.1f} s)")
 
         result = history_maintain(now=timezone.now(), progress=progress, stopping=stopping)
-        if result.packed is None:
-            self.stdout.write(f"not packing: COLLECTOR_MAX_ENTRIES_PER_GPU={settings.COLLECTOR_MAX_ENTRIES_PER_GPU} "
-                              "keeps each device's newest samples only (set it to 0 to keep history)")
         for table, names in result.dropped.items():
             if names:
                 self.stdout.write(f"dropped {len(names)} partitions of {table}: {', '.join(names)}")

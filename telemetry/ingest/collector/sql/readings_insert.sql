@@ -26,6 +26,8 @@ WITH stored AS (
            g.trimmed_through, c.oldest AS before
     FROM per_gpu AS c JOIN telemetry_gpu AS g ON g.id = c.gpu_id
     WHERE %(limit)s > 0 AND g.sample_count + c.n > %(limit)s
+      -- A device's packed hours hold its oldest samples: the exact pass trims those first.
+      AND NOT EXISTS (SELECT 1 FROM telemetry_readinghour AS h WHERE h.gpu_id = g.id)
 ), removed AS (
     -- The trim of migration 0006: planned in this statement's snapshot, applied by row address.
     SELECT * FROM telemetry_trim_apply(ARRAY(
