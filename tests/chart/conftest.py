@@ -59,14 +59,20 @@ class Rendered(list):
         return [d for d in self if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
 
     def pod_specs(self) -> list[tuple[dict, dict]]:
-        """(object, pod spec) for every workload, Job and Pod."""
-        out = []
-        for d in self:
-            if d["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
-                out.append((d, d["spec"]["template"]["spec"]))
-            elif d["kind"] == "Pod":
-                out.append((d, d["spec"]))
-        return out
+        """(object, pod spec) for every workload, Job, CronJob and Pod."""
+        return [(d, pod_spec(d)) for d in self if d["kind"] in POD_KINDS]
+
+
+POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
+
+
+def pod_spec(obj: dict) -> dict:
+    """The pod spec of a workload, Job, CronJob (its Jobs' pods) or Pod."""
+    if obj["kind"] == "Pod":
+        return obj["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"]["template"]["spec"]
 
 
 class Renderer:

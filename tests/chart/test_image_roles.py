@@ -67,6 +67,11 @@ def test_roles_per_workload(helm):
     assert first("Deployment", "collector")["containers"][0]["args"][0] == "worker"
     assert first("Deployment", "api-gateway")["containers"][0]["args"][0] == "api"
     assert first("Job", "migrations")["containers"][0]["args"] == ["migrate"]
+    # History maintenance is an operation like trim: `manage compress`, a command the image has.
+    history = docs.one("CronJob", "history")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert history["containers"][0]["args"] == ["manage", "compress"]
+    assert history["initContainers"][0]["args"] == ["wait-for-migrations"]
+    assert (ROOT / "telemetry" / "management" / "commands" / "compress.py").is_file()
     for kind, component in (("Deployment", "collector"), ("Deployment", "api-gateway")):
         assert first(kind, component)["initContainers"][0]["args"] == ["wait-for-migrations"]
     test_pod = docs.one("Pod", "test")

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.chart.conftest import env_of
+from tests.chart.conftest import env_of, pod_spec
 from tests.chart.examples import SEED_EXAMPLES, all_examples
 
 # Environment variable names that carry database settings or credentials.
@@ -27,7 +27,7 @@ def _containers(pod):
 
 
 def _pods(docs, kind, component):
-    return [(obj, obj["spec"]["template"]["spec"]) for obj in docs.of(kind, component)]
+    return [(obj, pod_spec(obj)) for obj in docs.of(kind, component)]
 
 
 def _database_secrets(docs) -> set[str]:
@@ -97,15 +97,16 @@ def test_database_roles_keep_their_database_url(helm, name):
     docs = _render(helm, name)
     streamer_broker = [env_of(pod["containers"][0])["CELERY_BROKER_URL"] for _, pod in _pods(docs, "DaemonSet", "streamer")]
     seen = 0
-    for kind, component in (("Deployment", "collector"), ("Deployment", "api-gateway"), ("Job", "migrations")):
+    for kind, component in (("Deployment", "collector"), ("Deployment", "api-gateway"), ("Job", "migrations"),
+                            ("CronJob", "history")):
         for obj, pod in _pods(docs, kind, component):
             seen += 1
             for container in _containers(pod):
                 assert "secretKeyRef" in env_of(container)["DATABASE_URL"], f"{name}: {obj['metadata']['name']}/{container['name']}"
             env = env_of(pod["containers"][0])
-            if component == "migrations":
-                # `manage.py migrate` never talks to the broker.
-                assert "CELERY_BROKER_URL" not in env, name
+            if component in {"migrations", "history"}:
+                # `manage.py migrate` and `manage.py compress` never talk to the broker.
+                assert "CELERY_BROKER_URL" not in env and "CELERY_INGEST_QUEUE" not in env, name
             else:
                 # Same broker as the streamer's.
                 assert all(env["CELERY_BROKER_URL"] == b for b in streamer_broker), name
@@ -136,19 +137,21 @@ def test_streamer_network_policy_does_not_reach_the_database(helm, name):
     docs = helm("--set", "networkPolicy.enabled=true") if name == "np-default" else helm.example(name)
     database = docs.of("NetworkPolicy", "database")
     if database:
-        # PostgreSQL's port admits only the collector, the API and the migration Job.
+        # PostgreSQL's port admits only the collector, the API, the migration Job and the history CronJob.
         sources = {f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component", "any")
                    for rule in database[0]["spec"].get("ingress", [])
                    if {p.get("port") for p in rule.get("ports", [])} & {"postgresql", 5432}
                    for f in rule.get("from", [])}
-        assert sources == {"collector", "api-gateway", "migrations"}
+        assert sources == {"collector", "api-gateway", "migrations", "history"}
     policy = docs.one("NetworkPolicy", "streamer")
     for rule in policy["spec"].get("egress", []):
         targets = [t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for t in rule.get("to", [])]
         assert "database" not in targets
         assert 5432 not in [p.get("port") for p in rule.get("ports", [])]
-    # The migration Job reaches PostgreSQL, not RabbitMQ.
-    migrations = docs.of("NetworkPolicy", "migrations")
-    for rule in (migrations[0]["spec"].get("egress", []) if migrations else []):
-        targets = [t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for t in rule.get("to", [])]
-        assert "mq" not in targets
+    # The migration Job and the history CronJob reach PostgreSQL, not RabbitMQ.
+    for component in ("migrations", "history"):
+        policies = docs.of("NetworkPolicy", component)
+        assert policies, f"{name}: no {component} NetworkPolicy"
+        for rule in policies[0]["spec"].get("egress", []):
+            targets = [t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for t in rule.get("to", [])]
+            assert "mq" not in targets

@@ -5,7 +5,7 @@ from django.conf import settings
 from tests.chart.conftest import env_of
 from tests.chart.examples import EXAMPLES_DIR, all_examples
 
-COMPONENTS = {"streamer": "streamer", "collector": "collector", "apiGateway": "api-gateway"}
+COMPONENTS = {"streamer": "streamer", "collector": "collector", "apiGateway": "api-gateway", "history": "history"}
 
 
 @pytest.mark.parametrize("name", sorted(all_examples()))
@@ -363,17 +363,17 @@ def test_grafana_dashboard(helm):
 def test_network_policies(helm):
     docs = helm.example("seed-security")
     policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in docs.of("NetworkPolicy")}
-    assert set(policies) == {"streamer", "collector", "api-gateway", "migrations", "test", "mq", "database"}
+    assert set(policies) == {"streamer", "collector", "api-gateway", "migrations", "history", "test", "mq", "database"}
     seed_rule = {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "telemetry-pipeline"}}}],
                  "ports": [{"protocol": "TCP", "port": 8080}]}
     for policy in policies.values():
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
         assert seed_rule in policy["spec"]["ingress"]
         assert {"port": 53, "protocol": "UDP"} in policy["spec"]["egress"][0]["ports"]
-    # Only the collector, the API and the migration Job reach PostgreSQL.
+    # Only the collector, the API, the migration Job and the history CronJob reach PostgreSQL.
     db_from = policies["database"]["spec"]["ingress"][0]["from"]
     assert {f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for f in db_from} == \
-        {"collector", "api-gateway", "migrations"}
+        {"collector", "api-gateway", "migrations", "history"}
     assert not helm().of("NetworkPolicy")
 
 

@@ -18,10 +18,14 @@
 {{- end -}}
 {{- end -}}
 
-{{/* Name of a component's objects: fullname + suffix, kept within 63 characters. */}}
+{{/*
+Name of a component's objects: fullname + suffix, kept within 63 characters (or "max": a
+CronJob's name within 52, its Jobs adding 11).
+*/}}
 {{- define "telemetry-pipeline.componentName" -}}
 {{- $full := include "telemetry-pipeline.fullname" .root -}}
-{{- printf "%s-%s" ($full | trunc (int (sub 62 (len .component)))) .component | replace "--" "-" | trimSuffix "-" -}}
+{{- $max := .max | default 63 -}}
+{{- printf "%s-%s" ($full | trunc (int (sub (sub $max 1) (len .component)))) .component | replace "--" "-" | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "telemetry-pipeline.chart" -}}
@@ -128,6 +132,22 @@ url
 {{- end -}}
 {{- end -}}
 
+{{/*
+history.* comes with the chart; `helm upgrade --reuse-values` from a release of a chart without it
+keeps that chart's values, where it is missing. Say so rather than fail on a nil pointer.
+*/}}
+{{- define "telemetry-pipeline.history.required" -}}
+{{- if not (kindIs "map" .Values.history) -}}
+{{- fail "history.* values are missing: `helm upgrade --reuse-values` keeps the values of a chart that had none; use --reset-then-reuse-values (Helm 3.14+) or pass your values file" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The history CronJob runs where the migration Job does: a database the release uses. */}}
+{{- define "telemetry-pipeline.history.enabled" -}}
+{{- include "telemetry-pipeline.history.required" . -}}
+{{- if and .Values.history.enabled (include "telemetry-pipeline.database.available" .) (or .Values.collector.enabled .Values.apiGateway.enabled) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "telemetry-pipeline.mq.external" -}}
 {{- if or .Values.mq.external.url .Values.mq.external.existingSecret -}}true{{- end -}}
 {{- end -}}
@@ -180,6 +200,7 @@ Call with (dict "namespace" ... "name" ... "key" ... "length" 32).
 
 {{/* Fail early on combinations that cannot work. */}}
 {{- define "telemetry-pipeline.validate" -}}
+{{- include "telemetry-pipeline.history.required" . -}}
 {{- if and (or .Values.collector.enabled .Values.apiGateway.enabled) (not (include "telemetry-pipeline.database.available" .)) -}}
 {{- fail "collector and apiGateway need PostgreSQL: keep database.enabled=true or set database.external.url / database.external.existingSecret" -}}
 {{- end -}}
@@ -200,10 +221,16 @@ Call with (dict "namespace" ... "name" ... "key" ... "length" 32).
 {{/* ---------- Fragments shared by the pipeline's pods ---------- */}}
 
 {{/*
-Environment of a pipeline role: each gets only the connections it uses. Call with
+Environment of a pipeline role: each gets only the connections and settings it uses. Call with
 (dict "root" $ "database" true "broker" true):
-  database  DATABASE_URL (collector, API gateway, migration Job, wait-for-migrations);
-  broker    CELERY_BROKER_URL and CELERY_INGEST_QUEUE (streamer, collector, API gateway).
+  database   DATABASE_URL (collector, API gateway, migration Job, history CronJob,
+             wait-for-migrations);
+  broker     CELERY_BROKER_URL and CELERY_INGEST_QUEUE (streamer, collector, API gateway);
+  history    COMPRESS_AFTER and COLLECTOR_MAX_ENTRIES_PER_GPU (collector, history CronJob): which
+             readings are packed (none while the per-GPU limit is above 0), and so which hours a
+             late sample must unpack;
+  retention  HISTORY_RAW_RETENTION, HISTORY_MINUTE_RETENTION, HISTORY_HOUR_RETENTION (history
+             CronJob).
 Every role gets logging, DEBUG, SECRET_KEY (Django needs it to start) and config.extraEnv. The
 streamer has no database setting at all: without DATABASE_URL the settings name the local
 development database, which `manage.py stream` never opens.
@@ -227,6 +254,21 @@ development database, which `manage.py stream` never opens.
 {{- end }}
 - name: CELERY_INGEST_QUEUE
   value: {{ $root.Values.config.ingestQueue | quote }}
+{{- end }}
+{{- if .history }}
+{{- include "telemetry-pipeline.history.required" $root }}
+- name: COMPRESS_AFTER
+  value: {{ $root.Values.history.compressAfter | quote }}
+- name: COLLECTOR_MAX_ENTRIES_PER_GPU
+  value: {{ int64 $root.Values.collector.maxEntriesPerGPU | quote }}
+{{- end }}
+{{- if .retention }}
+- name: HISTORY_RAW_RETENTION
+  value: {{ $root.Values.history.rawRetention | toString | quote }}
+- name: HISTORY_MINUTE_RETENTION
+  value: {{ $root.Values.history.minuteRetention | toString | quote }}
+- name: HISTORY_HOUR_RETENTION
+  value: {{ $root.Values.history.hourRetention | toString | quote }}
 {{- end }}
 - name: LOG_LEVEL
   value: {{ $root.Values.config.logLevel | quote }}

@@ -20,7 +20,7 @@ port). Call with (dict "root" $ "component" "collector").
 {{- $ingress = append $ingress (dict "from" (list (dict "podSelector" (dict "matchLabels" $release))) "ports" (list (dict "port" "amqp" "protocol" "TCP"))) -}}
 {{- else if eq $component "database" -}}
 {{- $from := list -}}
-{{- range $client := list "collector" "api-gateway" "migrations" -}}
+{{- range $client := list "collector" "api-gateway" "migrations" "history" -}}
 {{- $from = append $from (dict "podSelector" (dict "matchLabels" (include "telemetry-pipeline.selectorLabels" (dict "root" $root "component" $client) | fromYaml))) -}}
 {{- end -}}
 {{- $ingress = append $ingress (dict "from" $from "ports" (list (dict "port" "postgresql" "protocol" "TCP"))) -}}
@@ -30,7 +30,7 @@ port). Call with (dict "root" $ "component" "collector").
 {{- if and (include "telemetry-pipeline.mq.bundled" $root) (has $component (list "streamer" "collector" "api-gateway")) -}}
 {{- $egress = append $egress (dict "to" (list (dict "podSelector" (dict "matchLabels" (include "telemetry-pipeline.selectorLabels" (dict "root" $root "component" "mq") | fromYaml)))) "ports" (list (dict "port" 5672 "protocol" "TCP"))) -}}
 {{- end -}}
-{{- if and (include "telemetry-pipeline.database.bundled" $root) (has $component (list "collector" "api-gateway" "migrations")) -}}
+{{- if and (include "telemetry-pipeline.database.bundled" $root) (has $component (list "collector" "api-gateway" "migrations" "history")) -}}
 {{- $egress = append $egress (dict "to" (list (dict "podSelector" (dict "matchLabels" (include "telemetry-pipeline.selectorLabels" (dict "root" $root "component" "database") | fromYaml)))) "ports" (list (dict "port" 5432 "protocol" "TCP"))) -}}
 {{- end -}}
 {{- /* The streamer's node's dcgm-exporter: the node's IP is no pod, so the port on nodeCIDRs, or on any address. */ -}}
