@@ -148,6 +148,11 @@ keeps that chart's values, where it is missing. Say so rather than fail on a nil
 {{- if and .Values.history.enabled (include "telemetry-pipeline.database.available" .) (or .Values.collector.enabled .Values.apiGateway.enabled) -}}true{{- end -}}
 {{- end -}}
 
+{{/* A retention as NOTES.txt prints it: 0 keeps a tier for ever. */}}
+{{- define "telemetry-pipeline.history.kept" -}}
+{{- if eq (toString .) "0" -}}for ever{{- else -}}{{ . }}{{- end -}}
+{{- end -}}
+
 {{- define "telemetry-pipeline.mq.external" -}}
 {{- if or .Values.mq.external.url .Values.mq.external.existingSecret -}}true{{- end -}}
 {{- end -}}
