@@ -16,7 +16,7 @@ usage: entrypoint.sh ROLE [ARGS...]
   migrate              wait for PostgreSQL, then python manage.py migrate
   wait-for-migrations  block until no migration is pending (init container)
   healthcheck URL      exit 0 when URL answers 200 (helm test)
-  manage ARGS          python manage.py ARGS (operations: backfill, trim, shell)
+  manage ARGS          python manage.py ARGS (operations: backfill, trim, compress, shell)
 USAGE
 }
 
