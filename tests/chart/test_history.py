@@ -57,7 +57,9 @@ def test_cronjob_defaults(helm):
 def test_defaults_are_the_settings_defaults(helm):
     """Every age setting of config/settings.py reaches the CronJob, with the settings' default."""
     source = (ROOT / "config" / "settings.py").read_text()
-    defaults = dict(re.findall(r'env_age\("([A-Z_]+)", "([^"]+)"', source))
+    # HISTORY_INTERVAL paces `manage.py pipeline`'s own maintenance thread, which the chart does not run.
+    defaults = {name: default for name, default in re.findall(r'env_age\("([A-Z_]+)", "([^"]+)"', source)
+                if name != "HISTORY_INTERVAL"}
     assert set(defaults) == set(AGE_SETTINGS)
     env = env_of(_container(helm(), "CronJob", "history"))
     assert {name: env[name] for name in defaults} == defaults

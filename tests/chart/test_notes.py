@@ -76,12 +76,12 @@ def test_dcgm_exporter_mode_names_the_url_and_what_the_exporter_needs(helm, note
 def test_history_cronjob_and_the_per_gpu_limit(helm, notes_chart):
     text = notes(helm, notes_chart)
     assert 'history      CronJob "*/10 * * * *": manage.py compress (kept: raw 7d, minute rollups 90d, hour rollups 730d)' in text
-    assert ("collector.maxEntriesPerGPU=10000 keeps each GPU's newest samples only, so the history\n"
-            "CronJob packs nothing and makes no rollups; it still drops readings older than\n"
-            "history.rawRetention (7d). Set collector.maxEntriesPerGPU=0") in text
+    assert ("collector.maxEntriesPerGPU=10000 keeps each GPU's newest samples, packed or not,\n"
+            "so history reaches back only as far as that many samples do, and readings older than history.rawRetention\n"
+            "(7d) are dropped. Set collector.maxEntriesPerGPU=0") in text
     text = notes(helm, notes_chart, "--set", "collector.maxEntriesPerGPU=0")
-    assert "packs nothing" not in text
+    assert "keeps each GPU's newest samples" not in text
     text = notes(helm, notes_chart, "--set", "history.rawRetention=0", "--set", "history.hourRetention=0")
-    assert "makes no rollups. Set collector.maxEntriesPerGPU=0" in text and "(kept: raw for ever, minute rollups 90d, hour rollups for ever)" in text
+    assert "as far as that many samples do. Set collector.maxEntriesPerGPU=0" in text and "(kept: raw for ever, minute rollups 90d, hour rollups for ever)" in text
     text = notes(helm, notes_chart, "--set", "history.enabled=false")
-    assert "history      disabled" in text and "packs nothing" not in text
+    assert "history      disabled" in text and "keeps each GPU's newest samples" not in text

@@ -232,8 +232,8 @@ Environment of a pipeline role: each gets only the connections and settings it u
              wait-for-migrations);
   broker     CELERY_BROKER_URL and CELERY_INGEST_QUEUE (streamer, collector, API gateway);
   history    COMPRESS_AFTER and COLLECTOR_MAX_ENTRIES_PER_GPU (collector, history CronJob): which
-             readings are packed (none while the per-GPU limit is above 0), and so which hours a
-             late sample must unpack;
+             readings are packed, and so which hours a late sample must unpack, and the per-GPU
+             limit that trimming applies to packed and raw samples alike;
   retention  HISTORY_RAW_RETENTION, HISTORY_MINUTE_RETENTION, HISTORY_HOUR_RETENTION (history
              CronJob).
 Every role gets logging, DEBUG, SECRET_KEY (Django needs it to start) and config.extraEnv. The
