@@ -64,6 +64,20 @@ def tables_truncate() -> None:
         )
 
 
+def table_bytes(cursor, table: str) -> dict:
+    """On-disk bytes of a table, summed over its partitions when it has any: total, heap, indexes,
+    and each index (a partitioned index's partitions summed under its name)."""
+    cursor.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint, coalesce(sum(pg_relation_size(relid)), 0)::bigint, "
+        "coalesce(sum(pg_indexes_size(relid)), 0)::bigint FROM pg_partition_tree(%s) WHERE isleaf", [table])
+    total, heap, indexes = cursor.fetchone()
+    cursor.execute(
+        "SELECT x.indexrelid::regclass::text, coalesce(sum(pg_relation_size(i.relid)), 0)::bigint "
+        "FROM pg_index AS x JOIN LATERAL pg_partition_tree(x.indexrelid) AS i ON i.isleaf "
+        "WHERE x.indrelid = %s::regclass GROUP BY 1", [table])
+    return {"total": total, "heap": heap, "indexes": indexes, "per_index": dict(cursor.fetchall())}
+
+
 def tables_vacuum() -> None:
     """VACUUM ANALYZE the telemetry tables: what autovacuum does some time after a load, done now."""
     from django.db import connection

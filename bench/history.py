@@ -125,9 +125,7 @@ def relation_bytes(table: str) -> int:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::bigint FROM pg_inherits AS i "
-                       "WHERE i.inhparent = %s::regclass", [table])
-        return cursor.fetchone()[0]
+        return harness.table_bytes(cursor, table)["total"]
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -186,8 +186,7 @@ def backfill_ours(csv: Path, *, expected: int) -> dict:
         raise RuntimeError(f"backfill exited {done.returncode} without storing {expected}: {done.stdout[-500:]} {done.stderr[-2000:]}")
     harness.tables_vacuum()  # what autovacuum does soon after a load, before the window queries
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_total_relation_size('telemetry_reading')")
-        size = cursor.fetchone()[0]
+        size = harness.table_bytes(cursor, "telemetry_reading")["total"]
     return {"samples": expected, "seconds": round(wall, 3), "samples_per_s": expected / wall, "bytes": size,
             "output": done.stdout.strip().splitlines()[-1]}
 

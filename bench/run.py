@@ -359,16 +359,6 @@ def storage_fill(gpus: int, ticks: int) -> datetime:
     return start
 
 
-def relation_sizes(cursor, table: str) -> dict:
-    cursor.execute(
-        "SELECT pg_total_relation_size(%s), pg_relation_size(%s), pg_indexes_size(%s)", [table, table, table])
-    total, heap, indexes = cursor.fetchone()
-    cursor.execute(
-        "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index WHERE indrelid = %s::regclass",
-        [table])
-    return {"total": total, "heap": heap, "indexes": indexes, "per_index": dict(cursor.fetchall())}
-
-
 def bench_storage(run: Run) -> datetime:
     from django.db import connection
 
@@ -381,7 +371,7 @@ def bench_storage(run: Run) -> datetime:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(v) FROM telemetry_reading, unnest(\"values\") AS v")
         stored = cursor.fetchone()[0]
-        sizes = relation_sizes(cursor, "telemetry_reading")
+        sizes = harness.table_bytes(cursor, "telemetry_reading")
     run.check(stored == count, f"storage holds {stored} samples, expected {count}")
     per_sample = sizes["total"] / stored
     run.check(5 < per_sample < 1000, f"{per_sample:.1f} bytes per sample is not plausible")
