@@ -69,11 +69,14 @@ def table_bytes(cursor, table: str) -> dict:
     and each index (a partitioned index's partitions summed under its name)."""
     cursor.execute(
         "SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint, coalesce(sum(pg_relation_size(relid)), 0)::bigint, "
-        "coalesce(sum(pg_indexes_size(relid)), 0)::bigint FROM pg_partition_tree(%s) WHERE isleaf", [table])
+        "coalesce(sum(pg_indexes_size(relid)), 0)::bigint FROM ("
+        " SELECT relid FROM pg_partition_tree(%(t)s) WHERE isleaf"
+        " UNION SELECT %(t)s::regclass WHERE NOT EXISTS (SELECT FROM pg_partition_tree(%(t)s))) AS leaves", {"t": table})
     total, heap, indexes = cursor.fetchone()
     cursor.execute(
         "SELECT x.indexrelid::regclass::text, coalesce(sum(pg_relation_size(i.relid)), 0)::bigint "
-        "FROM pg_index AS x JOIN LATERAL pg_partition_tree(x.indexrelid) AS i ON i.isleaf "
+        "FROM pg_index AS x JOIN LATERAL (SELECT relid FROM pg_partition_tree(x.indexrelid) WHERE isleaf "
+        " UNION SELECT x.indexrelid WHERE NOT EXISTS (SELECT FROM pg_partition_tree(x.indexrelid))) AS i ON true "
         "WHERE x.indrelid = %s::regclass GROUP BY 1", [table])
     return {"total": total, "heap": heap, "indexes": indexes, "per_index": dict(cursor.fetchall())}
 
