@@ -59,8 +59,8 @@ def tables_truncate() -> None:
     references.clear()  # this process's remembered ids name rows about to go
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE telemetry_reading, telemetry_gpu, telemetry_metric, telemetry_labelset, telemetry_ingestcounter "
-            "RESTART IDENTITY"
+            "TRUNCATE telemetry_reading, telemetry_readinghour, telemetry_rollupminute, telemetry_rolluphour, telemetry_gpu, "
+            "telemetry_metric, telemetry_labelset, telemetry_ingestcounter RESTART IDENTITY"
         )
 
 

@@ -347,6 +347,8 @@ def storage_fill(gpus: int, ticks: int) -> datetime:
             "'nvidia' || (g %% 8), 'NVIDIA H100 80GB HBM3', '', %s, %s, %s FROM generate_series(0, %s - 1) AS g",
             [start, start + timedelta(seconds=(ticks - 1) * STORAGE_INTERVAL_S), ticks * len(METRICS), gpus])
         cursor.execute("INSERT INTO telemetry_metric (name) SELECT unnest(%s::text[])", [list(METRICS)])
+        cursor.execute("SELECT telemetry_partition_ensure('telemetry_reading', d) FROM generate_series(%s, %s, interval '1 day') AS d",
+                       [start, start + timedelta(seconds=ticks * STORAGE_INTERVAL_S)])
         chunk = 50
         for first in range(0, ticks, chunk):
             cursor.execute(
