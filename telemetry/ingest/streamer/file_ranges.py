@@ -64,9 +64,9 @@ def line_ranges(path: Path, parts: int) -> list[LineRange]:
             cuts.append(max(cut, cuts[-1]))
         cuts.append(size)
         starts = cuts[:-1]
-        first_lines = [1 + _line_breaks(file, 0, header_end)]
+        first_lines = [1 + line_breaks(file, 0, header_end)]
         for start, next_start in zip(starts, starts[1:]):  # the last range's lines need no counting
-            first_lines.append(first_lines[-1] + _line_breaks(file, start, next_start))
+            first_lines.append(first_lines[-1] + line_breaks(file, start, next_start))
     return [LineRange(path, header_end, start, end, line) for start, end, line in zip(starts, cuts[1:], first_lines)]
 
 
@@ -177,7 +177,7 @@ def _after_line_feed(file: BinaryIO, offset: int, size: int) -> int:
     return size
 
 
-def _line_breaks(file: BinaryIO, start: int, end: int) -> int:
+def line_breaks(file: BinaryIO, start: int, end: int) -> int:
     """Line ends in bytes [start, end) of a file, where `end` is not between a CR and its LF."""
     file.seek(start)
     breaks = 0

@@ -405,7 +405,16 @@ class _DcgmRows:
 
     def checked(self, row: list[str]) -> tuple[GpuInfo, tuple[str, str], int]:
         """(GPU, metric entry, time) of a row, checked in order: the first problem is the one reported."""
-        c_ts, c_metric, c_gpu, c_device, c_uuid, c_model, c_host = self.columns[:7]
+        gpu, metric = self.device_and_metric(row)
+        c_ts = self.columns[0]
+        timestamp = self.times.get(row[c_ts])
+        if timestamp is None:
+            timestamp = self.times.remember(row[c_ts], parse_timestamp_us(row[c_ts]))
+        return gpu, metric, timestamp
+
+    def device_and_metric(self, row: list[str]) -> tuple[GpuInfo, tuple[str, str]]:
+        """(GPU, metric entry) of a row, its UUID checked first, then its metric, then its GPU."""
+        c_metric, c_gpu, c_device, c_uuid, c_model, c_host = self.columns[1:7]
         uuid = row[c_uuid].strip()
         if not uuid:
             raise RowError("no GPU UUID")
@@ -432,10 +441,28 @@ class _DcgmRows:
             if problem is not None:
                 raise RowError(problem)
             gpu = self.gpus.remember(gpu_key, gpu)
-        timestamp = self.times.get(row[c_ts])
-        if timestamp is None:
-            timestamp = self.times.remember(row[c_ts], parse_timestamp_us(row[c_ts]))
-        return gpu, metric, timestamp
+        return gpu, metric
+
+
+class DcgmIdentities:
+    """The device, metric and labels that a DCGM row's fields other than its time and value name,
+    checked as `read_csv` checks them: for a reader that sees each distinct combination of those
+    fields once (`dcgm_blocks`), not each row."""
+
+    def __init__(self, header: list[str]) -> None:
+        self._rows = _DcgmRows(header)
+        self._labels = _LabelSets()
+        self.columns = self._rows.columns
+
+    def identity(self, row: list[str]) -> tuple[GpuInfo, str, Labels]:
+        """(device, metric name, labels) of a row; RowError if `read_csv` would reject it for these fields."""
+        gpu, metric = self._rows.device_and_metric(row)
+        c_container, c_pod, c_ns, _, c_labels = self.columns[7:]
+        key = (row[c_labels].replace(metric[1], _PLACEHOLDER), row[c_container], row[c_pod], row[c_ns])
+        labels = self._labels.by_key.get(key)
+        if labels is None or labels is _BY_TEXT:
+            labels, gpu = self._labels.parse(key, row[c_labels], gpu)
+        return gpu, metric[0], labels
 
 
 # Sample's own __new__ is a Python function; tuple.__new__ makes the same Sample in C, at half the cost.

@@ -14,6 +14,7 @@ from django.db import OperationalError
 from config.celery import app
 from telemetry.ingest.wire import Batch, encode_batch
 from telemetry.ingest.streamer.batching import BatchBuilder, HeldReadings
+from telemetry.ingest.streamer.dcgm_blocks import DcgmBlockReader, dcgm_header
 from telemetry.ingest.streamer.file_ranges import LineRange, line_ranges, open_range, worker_shares
 from telemetry.ingest.streamer.processes import WorkerPool, WorkersAborted, WorkersFailed, WorkerSlot
 from telemetry.ingest.streamer.progress import Progress
@@ -178,6 +179,8 @@ class RangeParser:
         self.held = HeldReadings(loading.batch_size, loading.reorder_window, flush_interval=None)
         self.send = send
         self.rejects = RejectLog()
+        self.blocks = DcgmBlockReader(batch_size=loading.batch_size, reorder_window=loading.reorder_window,
+                                      on_reject=self.rejects)
         self.rows_read = 0  # samples handed on
         self.done_bytes = 0  # of the ranges parsed to the end
         self._rejects_sent = 0
@@ -193,6 +196,8 @@ class RangeParser:
         for line_range in ranges:
             if not self._parse_range(line_range, should_stop, on_progress):
                 break
+        for batch in self.blocks.drain():
+            self._hand_on(batch)
         for batch in self.held.drain():
             self._hand_on(batch)
         if self.rejects.count > self._rejects_sent:
@@ -201,6 +206,9 @@ class RangeParser:
     def _parse_range(self, line_range: LineRange, should_stop: Callable[[], bool],
                      on_progress: Callable[..., None]) -> bool:
         """Parse one range; False if stopped before its end."""
+        header = dcgm_header(line_range)
+        if header is not None:
+            return self._read_blocks(line_range, header, should_stop, on_progress)
         with open_range(line_range) as stream:
             samples = read_csv(stream, path=str(line_range.path), on_reject=self.rejects,
                                first_line=line_range.first_line)
@@ -210,6 +218,24 @@ class RangeParser:
                 if should_stop():
                     self.done_bytes += stream.raw.range_read
                     return False
+        self.done_bytes += line_range.size
+        return True
+
+    def _read_blocks(self, line_range: LineRange, header: list[str], should_stop: Callable[[], bool],
+                     on_progress: Callable[..., None]) -> bool:
+        """A DCGM range through pyarrow, a block of lines at a time (see `dcgm_blocks`)."""
+        read = 0
+
+        def block_read(done: int) -> None:
+            nonlocal read
+            read = done
+
+        for batch in self.blocks.batches(line_range, header, on_block=block_read):
+            self._hand_on(batch)
+            on_progress(done_bytes=self.done_bytes + read, rows=self.rows)
+            if should_stop():
+                self.done_bytes += read
+                return False
         self.done_bytes += line_range.size
         return True
 

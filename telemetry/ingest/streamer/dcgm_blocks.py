@@ -1,0 +1,351 @@
+"""DCGM CSV line ranges read a block of lines at a time by pyarrow's C++ parser, into batches of readings.
+
+The Python reader (`sources.read_csv`) spends a core's worth of Python on every row; a backfill is
+mostly that. Here pyarrow parses a block of whole lines into columns, and the rows are grouped
+into readings with numpy, so Python runs once per block and once per distinct combination of a
+row's device, metric and labels, not once per row.
+
+A block goes this way only when every row of it would be read by the Python reader as it is:
+pyarrow parses it (every line has the header's column count, the text is UTF-8), no field holds a
+line break (each row is one line) and no line a NUL, every value is a finite number, and each
+distinct time and each distinct combination of the other fields passes the Python reader's own
+checks (`DcgmIdentities`). Any other block is read by the Python reader, which rejects its bad rows
+with the file's line numbers exactly as reading the whole range would (a block is read as
+`open_range` reads a range: behind the header, with an empty line after it unless it ends the file).
+
+Readings are held back as `HeldReadings` holds them: those created within the last
+`reorder_window` samples wait for the rest of their metrics, and batches go out whole, oldest
+readings first, each of at least `batch_size` samples but the last.
+"""
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from telemetry.ingest.streamer.file_ranges import LineRange, line_breaks
+from telemetry.ingest.streamer.sources import (
+    DCGM_COLUMNS, DcgmIdentities, RejectHandler, RowError, parse_timestamp_us, read_csv,
+)
+from telemetry.ingest.wire import Batch, GpuInfo, Labels, Sample
+
+# Bytes of lines parsed at a time: pyarrow's fixed cost per call is small next to this, and a
+# block's columns stay a few megabytes.
+BLOCK_BYTES = 16 << 20
+_VALUE = DCGM_COLUMNS.index("value")
+_TIME = DCGM_COLUMNS.index("timestamp")
+# The columns that, with the metric's name, say which device, metric and labels a row is of.
+_IDENTITY = [i for i in range(len(DCGM_COLUMNS)) if i not in (_VALUE, _TIME)]
+
+
+def dcgm_header(line_range: LineRange) -> list[str] | None:
+    """The file's header if it is a DCGM CSV (every DCGM column present), else None."""
+    with open(line_range.path, "rb") as file:
+        text = file.read(line_range.header_end).decode("utf-8-sig", errors="surrogateescape")
+    header = [name.strip() for name in next(csv.reader([text.rstrip("\r\n")]), [])]
+    return header if all(name in header for name in DCGM_COLUMNS) else None
+
+
+@dataclass
+class _Rows:
+    """Samples not handed on yet, as columns of codes into the reader's tables."""
+
+    device: np.ndarray  # int32: index into the reader's devices (GpuInfo)
+    key: np.ndarray  # int32: index into the reader's device keys (uuid, MIG instance): what a reading is of
+    label: np.ndarray  # int32: index into the reader's label sets
+    metric: np.ndarray  # int32: index into the reader's metric names
+    ts: np.ndarray  # int64: microseconds since the epoch
+    value: np.ndarray  # float64
+
+    @classmethod
+    def empty(cls) -> "_Rows":
+        i32 = np.empty(0, np.int32)
+        return cls(i32, i32, i32, i32, np.empty(0, np.int64), np.empty(0, np.float64))
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def take(self, rows: np.ndarray) -> "_Rows":
+        return _Rows(self.device[rows], self.key[rows], self.label[rows], self.metric[rows], self.ts[rows],
+                     self.value[rows])
+
+    def then(self, more: "_Rows") -> "_Rows":
+        if not len(self):
+            return more
+        return _Rows(*(np.concatenate((a, b)) for a, b in zip(
+            (self.device, self.key, self.label, self.metric, self.ts, self.value),
+            (more.device, more.key, more.label, more.metric, more.ts, more.value))))
+
+
+class _Interned:
+    """Values given a code each, in the order first seen."""
+
+    def __init__(self) -> None:
+        self.values: list = []
+        self._codes: dict = {}
+
+    def code(self, value) -> int:
+        code = self._codes.get(value)
+        if code is None:
+            code = self._codes[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+
+class _NotOnTheFastPath(Exception):
+    """A block that the Python reader must read: it may hold a row that reader rejects."""
+
+
+class _Layout:
+    """What reading one header's files takes: its columns' places, checks and pyarrow's options."""
+
+    def __init__(self, header: list[str]) -> None:
+        self.width = len(header)
+        self.columns = [header.index(name) for name in DCGM_COLUMNS]
+        self.identities = DcgmIdentities(header)
+        names = [f"c{i}" for i in range(self.width)]
+        self.names = names
+        text = pa.dictionary(pa.int32(), pa.string())
+        self.parse_options = pa_csv.ParseOptions(newlines_in_values=False)
+        self.convert_options = pa_csv.ConvertOptions(
+            column_types={name: (pa.float64() if i == self.columns[_VALUE] else text) for i, name in enumerate(names)},
+            strings_can_be_null=False, quoted_strings_can_be_null=False)
+
+    def read_options(self, block: memoryview) -> pa_csv.ReadOptions:
+        # One parsing block for the whole of ours: one chunk per column, one dictionary each.
+        return pa_csv.ReadOptions(column_names=self.names, use_threads=False, block_size=len(block) + 1)
+
+
+class DcgmBlockReader:
+    """One worker's reader of DCGM line ranges: batches of whole readings, rejects reported by line."""
+
+    def __init__(self, *, batch_size: int, reorder_window: int, on_reject: RejectHandler) -> None:
+        self._batch_size = batch_size
+        self._window = reorder_window
+        self._on_reject = on_reject
+        self._layouts: dict[tuple[str, ...], _Layout] = {}
+        self._devices = _Interned()
+        self._keys = _Interned()
+        self._labels = _Interned()
+        self._metrics = _Interned()
+        self._times: dict[str, int] = {}
+        self._combos: dict[tuple[str, ...], tuple[int, int, int, int]] = {}
+        self._held = _Rows.empty()
+        self.blocks_fast = 0
+        self.blocks_careful = 0
+
+    # --- reading ---
+
+    def batches(self, line_range: LineRange, header: list[str], *,
+                on_block: Callable[[int], None] = lambda _read: None) -> Iterator[Batch]:
+        """The range's full batches (the rest stays held, see `drain`), block by block; `on_block` hears
+        how many of the range's bytes are read after each block. A caller may stop after any batch."""
+        layout = self._layouts.get(tuple(header)) or self._layouts.setdefault(tuple(header), _Layout(header))
+        with open(line_range.path, "rb") as file:
+            size = file.seek(0, io.SEEK_END)
+            position = line_range.start
+            counted = (line_range.start, line_range.first_line)  # lines are counted only for the Python reader
+            while position < line_range.end:
+                block = _block_at(file, position, line_range.end)
+                try:
+                    rows = self._fast(layout, block)
+                    self.blocks_fast += 1
+                except _NotOnTheFastPath:
+                    counted = (position, counted[1] + line_breaks(file, counted[0], position))
+                    rows = self._careful(line_range, bytes(block), counted[1], at_file_end=position + len(block) == size)
+                    self.blocks_careful += 1
+                self._held = self._held.then(rows)
+                position += len(block)
+                on_block(position - line_range.start)
+                yield from self._due(final=False)
+
+    def drain(self) -> Iterator[Batch]:
+        """Every held reading, in batches."""
+        yield from self._due(final=True)
+
+    def _fast(self, layout: _Layout, block: memoryview) -> _Rows:
+        if block.obj.find(b"\0", 0, len(block)) >= 0:  # csv.reader refuses a line with a NUL
+            raise _NotOnTheFastPath
+        try:
+            table = pa_csv.read_csv(pa.py_buffer(block), read_options=layout.read_options(block),
+                                    parse_options=layout.parse_options, convert_options=layout.convert_options)
+        except pa.ArrowInvalid:  # a line with another column count, bytes that are not UTF-8, a value that is no number
+            raise _NotOnTheFastPath from None
+        columns = [table.column(i).combine_chunks() for i in range(layout.width)]
+        value_at = layout.columns[_VALUE]
+        for i, column in enumerate(columns):
+            if i != value_at and any("\n" in text or "\r" in text for text in column.dictionary.to_pylist()):
+                raise _NotOnTheFastPath  # a quoted field ran on into the next line
+        if columns[value_at].null_count:
+            raise _NotOnTheFastPath
+        values = columns[value_at].to_numpy()
+        if not np.isfinite(values).all():
+            raise _NotOnTheFastPath
+        ts = self._times_of(columns[layout.columns[_TIME]])
+        device, key, label, metric = self._identities_of(layout, [columns[layout.columns[i]] for i in _IDENTITY])
+        return _Rows(device, key, label, metric, ts, values)
+
+    def _times_of(self, column: pa.DictionaryArray) -> np.ndarray:
+        codes = np.empty(len(column.dictionary), np.int64)
+        for i, text in enumerate(column.dictionary.to_pylist()):
+            ts = self._times.get(text)
+            if ts is None:
+                try:
+                    ts = parse_timestamp_us(text)
+                except RowError:
+                    raise _NotOnTheFastPath from None
+                if len(self._times) >= 65536:
+                    self._times.clear()
+                self._times[text] = ts
+            codes[i] = ts
+        return codes[column.indices.to_numpy()]
+
+    def _identities_of(self, layout: _Layout, columns: list[pa.DictionaryArray]) -> tuple[np.ndarray, ...]:
+        """Per row: device, device key, label set and metric codes, from each distinct combination of the
+        identity columns, checked once."""
+        indices = [column.indices.to_numpy() for column in columns]
+        combo = np.zeros(len(indices[0]), np.int64)
+        span = 1
+        for column, index in zip(columns, indices):
+            size = len(column.dictionary)
+            if span * size >= 1 << 62:  # renumber the combinations so far before they overflow
+                kept, combo = np.unique(combo, return_inverse=True)
+                span = len(kept)
+            combo = combo * size + index
+            span *= size
+        distinct, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
+        dictionaries = [column.dictionary.to_pylist() for column in columns]
+        at_first = [index[first].tolist() for index in indices]
+        codes = np.empty((len(distinct), 4), np.int32)
+        row = [""] * layout.width
+        for n in range(len(distinct)):
+            fields = tuple(dictionary[at[n]] for dictionary, at in zip(dictionaries, at_first))
+            found = self._combos.get(fields)
+            if found is None:
+                for i, text in zip(_IDENTITY, fields):
+                    row[layout.columns[i]] = text
+                try:
+                    gpu, metric, labels = layout.identities.identity(row)
+                except RowError:
+                    raise _NotOnTheFastPath from None
+                found = self._codes(gpu, metric, labels)
+                if len(self._combos) >= 65536:
+                    self._combos.clear()
+                self._combos[fields] = found
+            codes[n] = found
+        return tuple(codes[inverse, i] for i in range(4))
+
+    def _codes(self, gpu: GpuInfo, metric: str, labels: Labels | None) -> tuple[int, int, int, int]:
+        return (self._devices.code(gpu), self._keys.code(gpu.key), self._labels.code(labels),
+                self._metrics.code(metric))
+
+    def _careful(self, line_range: LineRange, block: bytes, first_line: int, *, at_file_end: bool) -> _Rows:
+        """The block read by the Python reader: its bad rows rejected, the rest as rows."""
+        # An empty line after it unless it ends the file, as `open_range` ends a range: a CR after a
+        # block cut at a lone CR (a LF would make the two one CR LF).
+        tail = b"" if at_file_end else b"\r" if block.endswith(b"\r") else b"\n"
+        stream = io.BytesIO(_header_bytes(line_range) + block + tail)
+        device, key, label, metric, ts, value = [], [], [], [], [], []
+        sample: Sample
+        for sample in read_csv(stream, path=str(line_range.path), on_reject=self._on_reject, first_line=first_line):
+            codes = self._codes(sample.gpu, sample.metric, sample.labels)
+            device.append(codes[0])
+            key.append(codes[1])
+            label.append(codes[2])
+            metric.append(codes[3])
+            ts.append(sample.timestamp_us)
+            value.append(sample.value)
+        i32 = lambda values: np.array(values, np.int32)  # noqa: E731
+        return _Rows(i32(device), i32(key), i32(label), i32(metric), np.array(ts, np.int64), np.array(value, np.float64))
+
+    # --- readings and batches ---
+
+    def _due(self, *, final: bool) -> Iterator[Batch]:
+        """Batches of the held readings that are due: all of them when `final`, else whole batches of
+        the readings created before the last `reorder_window` samples, oldest first."""
+        held = self._held
+        if not len(held):
+            return
+        order = np.lexsort((held.ts, held.key))  # stable: a reading's samples stay in file order
+        key, ts = held.key[order], held.ts[order]
+        starts = np.flatnonzero(np.concatenate(([True], (key[1:] != key[:-1]) | (ts[1:] != ts[:-1]))))
+        sizes = np.diff(np.append(starts, len(order)))
+        created = order[starts]  # each reading's first row: its creation order
+        by_creation = np.argsort(created, kind="stable")
+        starts, sizes, created = starts[by_creation], sizes[by_creation], created[by_creation]
+        ready = len(starts) if final else int(np.searchsorted(created, len(held) - self._window))
+        filled = np.cumsum(sizes[:ready])
+        cuts = [0]  # as BatchBuilder.take: each batch up to the reading that brings it to batch_size
+        while cuts[-1] < ready:
+            base = int(filled[cuts[-1] - 1]) if cuts[-1] else 0
+            cut = int(np.searchsorted(filled, base + self._batch_size)) + 1
+            if cut > ready:
+                if not final:
+                    break
+                cut = ready
+            cuts.append(cut)
+        going = cuts[-1]
+        if not going:
+            return
+        rows = order[_ranges(starts[:going], sizes[:going])]
+        kept = np.ones(len(held), bool)
+        kept[rows] = False
+        self._held = held.take(np.flatnonzero(kept))
+        handed = 0
+        try:
+            for first, last in zip(cuts, cuts[1:]):
+                lo, handed = handed, int(filled[last - 1])
+                yield self._batch(held, rows[lo:handed], sizes[first:last])
+        finally:
+            if handed < len(rows):  # the caller stopped: the readings it did not get are held again
+                kept[rows[handed:]] = True
+                self._held = held.take(np.flatnonzero(kept))
+
+    def _batch(self, held: _Rows, rows: np.ndarray, sizes: np.ndarray) -> Batch:
+        """One batch of readings: `rows` reading by reading, `sizes` samples each."""
+        heads = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        first_rows = rows[heads]
+        keys, key_at = np.unique(held.key[first_rows], return_index=True)
+        # A device's attributes in a batch are those of its first reading there, as BatchBuilder has them.
+        key_order = np.argsort(key_at, kind="stable")
+        local_key = np.empty(len(keys), np.int32)
+        local_key[key_order] = np.arange(len(keys), dtype=np.int32)
+        gpu = local_key[np.searchsorted(keys, held.key[first_rows])]
+        devices = [self._devices.values[d] for d in held.device[first_rows][key_at[key_order]].tolist()]
+        labels, label = np.unique(held.label[first_rows], return_inverse=True)
+        metrics, metric = np.unique(held.metric[rows], return_inverse=True)
+        return Batch(
+            gpus=devices, metrics=[self._metrics.values[m] for m in metrics.tolist()],
+            labels=[self._labels.values[k] for k in labels.tolist()],
+            gpu=gpu.tolist(), ts=held.ts[first_rows].tolist(), label=label.tolist(), size=sizes.tolist(),
+            metric=metric.tolist(), value=held.value[rows].tolist(),
+        )
+
+
+def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The indexes start, start+1, … start+size-1 of each (start, size), one after another."""
+    total = int(sizes.sum())
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes)
+    return offsets + np.arange(total)
+
+
+def _block_at(file, position: int, end: int) -> memoryview:
+    """Whole lines from `position`: about BLOCK_BYTES, up to a line feed (or the range's end)."""
+    file.seek(position)
+    block = file.read(min(BLOCK_BYTES, end - position))
+    while position + len(block) < end:
+        cut = block.rfind(b"\n")
+        if cut < 0:  # a file of lone carriage returns; not the last byte, which may be a CR LF's CR
+            cut = block.rfind(b"\r", 0, len(block) - 1)
+        if cut >= 0:
+            return memoryview(block)[:cut + 1]
+        block += file.read(min(BLOCK_BYTES, end - position - len(block)))
+    return memoryview(block)
+
+
+def _header_bytes(line_range: LineRange) -> bytes:
+    with open(line_range.path, "rb") as file:
+        return file.read(line_range.header_end)
