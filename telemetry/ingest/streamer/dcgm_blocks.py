@@ -147,14 +147,15 @@ class DcgmBlockReader:
         with open(line_range.path, "rb") as file:
             size = file.seek(0, io.SEEK_END)
             position = line_range.start
-            counted = (line_range.start, line_range.first_line)  # lines are counted only for the Python reader
+            counted = None  # (offset, its line number): lines are counted only for the Python reader
             while position < line_range.end:
                 block = _block_at(file, position, line_range.end)
                 try:
                     rows = self._fast(layout, block)
                     self.blocks_fast += 1
                 except _NotOnTheFastPath:
-                    counted = (position, counted[1] + line_breaks(file, counted[0], position))
+                    since, line = counted or (line_range.start, line_range.first_line)
+                    counted = (position, line + line_breaks(file, since, position))
                     rows = self._careful(line_range, bytes(block), counted[1], at_file_end=position + len(block) == size)
                     self.blocks_careful += 1
                 self._held = self._held.then(rows)

@@ -8,6 +8,7 @@ Lines are counted as the text reader splits them: at a line feed, a CR LF, or a 
 import csv
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +30,16 @@ class LineRange:
     header_end: int
     start: int
     end: int
-    first_line: int  # the file's line number of the line at `start` (the header is line 1)
+
+    @cached_property
+    def first_line(self) -> int:
+        """The file's line number of the line at `start` (the header is line 1).
+
+        Counted when first asked, by the process that asks: numbering a worker's range means
+        reading the whole file before it, which the block reader needs only for a bad row.
+        """
+        with open(self.path, "rb") as file:
+            return 1 + line_breaks(file, 0, self.start)
 
     @property
     def size(self) -> int:
@@ -63,11 +73,7 @@ def line_ranges(path: Path, parts: int) -> list[LineRange]:
                 cut = _next_time_step(file, cut, size, time_column)
             cuts.append(max(cut, cuts[-1]))
         cuts.append(size)
-        starts = cuts[:-1]
-        first_lines = [1 + line_breaks(file, 0, header_end)]
-        for start, next_start in zip(starts, starts[1:]):  # the last range's lines need no counting
-            first_lines.append(first_lines[-1] + line_breaks(file, start, next_start))
-    return [LineRange(path, header_end, start, end, line) for start, end, line in zip(starts, cuts[1:], first_lines)]
+    return [LineRange(path, header_end, start, end) for start, end in zip(cuts, cuts[1:])]
 
 
 def worker_shares(files: list[Path], workers: int) -> list[list[LineRange]]:
