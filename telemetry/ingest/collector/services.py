@@ -25,10 +25,11 @@ share is a pair of SQL functions (migration 0006).
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, connection, transaction
 
@@ -37,6 +38,9 @@ from telemetry.ingest.wire import NO_LABELS, Batch, GpuInfo, Labels
 from telemetry.models import Gpu, IngestCounter, LabelSet, Metric
 from telemetry.sql import sql_statement
 from telemetry.times import to_datetime
+
+if TYPE_CHECKING:  # numpy's module: only backfill loads it
+    from telemetry.ingest.columns import ColumnBatch, StagedReadings
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ _GPUS_CREATE = _sql("gpus_create")
 _STAGING_CREATE = _sql("staging_create")
 _STAGING_CLEAR = _sql("staging_clear")
 _STAGING_COPY = _sql("staging_copy")
+_STAGING_COPY_BINARY = _sql("staging_copy_binary")
 _READINGS_INSERT = _sql("readings_insert")
 _READINGS_MERGE = _sql("readings_merge")
 _GPUS_LOCK = _sql("gpus_lock")
@@ -73,9 +78,11 @@ def label_digest(labels: Labels) -> str:
     return hashlib.md5(canonical.encode(), usedforsecurity=False).hexdigest()
 
 
-def samples_persist(*, batch: Batch, max_per_gpu: int) -> PersistResult:
-    """Store one batch (see `batches_persist`)."""
-    return batches_persist([batch], max_per_gpu=max_per_gpu)
+def samples_persist(*, batch: "Batch | ColumnBatch", max_per_gpu: int) -> PersistResult:
+    """Store one batch (see `batches_persist`); a ColumnBatch (backfill's) is written by one binary COPY."""
+    if isinstance(batch, Batch):
+        return batches_persist([batch], max_per_gpu=max_per_gpu)
+    return _persist(lambda: column_readings_of(batch), len(batch), batch.rejected, max_per_gpu)
 
 
 def batches_persist(batches: list[Batch], *, max_per_gpu: int) -> PersistResult:
@@ -83,27 +90,31 @@ def batches_persist(batches: list[Batch], *, max_per_gpu: int) -> PersistResult:
     touched devices and add to the counters, all in one transaction."""
     received = sum(map(len, batches))
     rejected = sum(batch.rejected for batch in batches)
+    return _persist(lambda: readings_of(batches), received, rejected, max_per_gpu)
+
+
+def _persist(group_of: Callable[[], "Group"], received: int, rejected: int, max_per_gpu: int) -> PersistResult:
     if not received:
         counters_add({IngestCounter.ROWS_REJECTED: rejected})
         return PersistResult(0, 0, 0, 0)
     try:
-        stored, trimmed = _group_store(batches, received, rejected, max_per_gpu)
+        stored, trimmed = _group_store(group_of, received, rejected, max_per_gpu)
     except ReferencesGone as exc:
         logger.warning("%s; looking every reference up again", exc)
         references.clear()
-        stored, trimmed = _group_store(batches, received, rejected, max_per_gpu)
+        stored, trimmed = _group_store(group_of, received, rejected, max_per_gpu)
     except IntegrityError as exc:
         if not _partition_missing(exc):
             raise
         # A day this worker remembered was dropped since (retention) and a late sample needs it again.
         logger.warning("a remembered partition is gone (%s); creating it again", exc)
         partitions.known.clear()
-        stored, trimmed = _group_store(batches, received, rejected, max_per_gpu)
+        stored, trimmed = _group_store(group_of, received, rejected, max_per_gpu)
     return PersistResult(received, stored, received - stored, trimmed)
 
 
-def _group_store(batches: list[Batch], received: int, rejected: int, max_per_gpu: int) -> tuple[int, int]:
-    group = readings_of(batches)
+def _group_store(group_of: Callable[[], "Group"], received: int, rejected: int, max_per_gpu: int) -> tuple[int, int]:
+    group = group_of()
     with transaction.atomic(), connection.cursor() as cursor:
         stored, trimmed = _readings_store(cursor, group, max_per_gpu)
         _counters_add(cursor, {IngestCounter.SAMPLES_STORED: stored, IngestCounter.SAMPLES_DUPLICATE: received - stored,
@@ -298,7 +309,7 @@ _NULL = "\\N"
 class Group:
     """Batches as the rows to store: readings, each device's attributes as its last batch gives
     them, and the metric and label set ids the readings refer to."""
-    rows: ReadingRows
+    rows: "ReadingRows | StagedReadings"  # StagedReadings: a ColumnBatch's, iterated as (GPU id, time) too
     attributes: dict[int, GpuInfo]
     metric_ids: set[int]
     label_set_ids: set[int]
@@ -317,6 +328,16 @@ def readings_of(batches: list[Batch]) -> Group:
                         [label_sets[labels] for labels in batch.labels], group.rows)
         group.attributes.update(zip(gpu_ids, batch.gpus))
     return group
+
+
+def column_readings_of(batch: "ColumnBatch") -> Group:
+    """A ColumnBatch's readings as staging rows (one per (device, time) already), with their ids."""
+    devices, metrics, label_sets = _reference_ids([batch.tables()])
+    gpu_ids = [devices[gpu.uuid, gpu.mig_instance] for gpu in batch.gpus]
+    metric_ids = [metrics[name] for name in batch.metrics]
+    label_ids = [label_sets[labels] for labels in batch.labels]
+    return Group(batch.staged(gpu_ids, metric_ids, label_ids), dict(zip(gpu_ids, batch.gpus)), set(metric_ids),
+                 set(label_ids))
 
 
 def readings_by_key(batch: Batch, gpu_ids: list[int], metric_ids: list[int], label_ids: list[int],
@@ -385,8 +406,12 @@ def _readings_store(cursor, group: Group, max_per_gpu: int) -> tuple[int, int]:
     partitions.partitions_ensure(cursor, partitions.READINGS, partitions.days_of(ts for _, ts in rows))
     cursor.execute(_STAGING_CREATE)
     cursor.execute(_STAGING_CLEAR)
-    with cursor.copy(_STAGING_COPY) as copy:
-        copy.write(_copy_text(rows))
+    if isinstance(rows, dict):
+        with cursor.copy(_STAGING_COPY) as copy:
+            copy.write(_copy_text(rows))
+    else:
+        with cursor.copy(_STAGING_COPY_BINARY) as copy:
+            copy.write(rows.copy_binary())
     packing.late_hours_unpack(cursor, rows)
     ids = sorted(group.attributes)
     devices = [group.attributes[gpu_id] for gpu_id in ids]
@@ -405,7 +430,8 @@ def _readings_store(cursor, group: Group, max_per_gpu: int) -> tuple[int, int]:
         merged, _, _, over_ids, excesses = cursor.fetchone()
         stored += merged
         over.update(zip(over_ids, excesses))  # the later count of a GPU both statements touched
-    trimmed += _trim_exact(cursor, sorted(over.items()), _narrowest_readings(rows) if over else None)
+    narrowest = (_narrowest_readings(rows) if isinstance(rows, dict) else rows.narrowest()) if over else None
+    trimmed += _trim_exact(cursor, sorted(over.items()), narrowest)
     return stored, trimmed
 
 

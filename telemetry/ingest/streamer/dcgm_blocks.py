@@ -3,7 +3,8 @@
 The Python reader (`sources.read_csv`) spends a core's worth of Python on every row; a backfill is
 mostly that. Here pyarrow parses a block of whole lines into columns, and the rows are grouped
 into readings with numpy, so Python runs once per block and once per distinct combination of a
-row's device, metric and labels, not once per row.
+row's device, metric and labels, not once per row. Batches are ColumnBatches, which the collector's
+service writes without a Python step per reading either.
 
 A block goes this way only when every row of it would be read by the Python reader as it is:
 pyarrow parses it (every line has the header's column count, the text is UTF-8), no field holds a
@@ -30,7 +31,8 @@ from telemetry.ingest.streamer.file_ranges import LineRange, line_breaks
 from telemetry.ingest.streamer.sources import (
     DCGM_COLUMNS, DcgmIdentities, RejectHandler, RowError, parse_timestamp_us, read_csv,
 )
-from telemetry.ingest.wire import Batch, GpuInfo, Labels, Sample
+from telemetry.ingest.columns import ColumnBatch
+from telemetry.ingest.wire import GpuInfo, Labels, Sample
 
 # Bytes of lines parsed at a time: pyarrow's fixed cost per call is small next to this, and a
 # block's columns stay a few megabytes.
@@ -140,7 +142,7 @@ class DcgmBlockReader:
     # --- reading ---
 
     def batches(self, line_range: LineRange, header: list[str], *,
-                on_block: Callable[[int], None] = lambda _read: None) -> Iterator[Batch]:
+                on_block: Callable[[int], None] = lambda _read: None) -> Iterator[ColumnBatch]:
         """The range's full batches (the rest stays held, see `drain`), block by block; `on_block` hears
         how many of the range's bytes are read after each block. A caller may stop after any batch."""
         layout = self._layouts.get(tuple(header)) or self._layouts.setdefault(tuple(header), _Layout(header))
@@ -163,7 +165,7 @@ class DcgmBlockReader:
                 on_block(position - line_range.start)
                 yield from self._due(final=False)
 
-    def drain(self) -> Iterator[Batch]:
+    def drain(self) -> Iterator[ColumnBatch]:
         """Every held reading, in batches."""
         yield from self._due(final=True)
 
@@ -264,7 +266,7 @@ class DcgmBlockReader:
 
     # --- readings and batches ---
 
-    def _due(self, *, final: bool) -> Iterator[Batch]:
+    def _due(self, *, final: bool) -> Iterator[ColumnBatch]:
         """Batches of the held readings that are due: all of them when `final`, else whole batches of
         the readings created before the last `reorder_window` samples, oldest first."""
         held = self._held
@@ -305,7 +307,7 @@ class DcgmBlockReader:
                 kept[rows[handed:]] = True
                 self._held = held.take(np.flatnonzero(kept))
 
-    def _batch(self, held: _Rows, rows: np.ndarray, sizes: np.ndarray) -> Batch:
+    def _batch(self, held: _Rows, rows: np.ndarray, sizes: np.ndarray) -> ColumnBatch:
         """One batch of readings: `rows` reading by reading, `sizes` samples each."""
         heads = np.concatenate(([0], np.cumsum(sizes)[:-1]))
         first_rows = rows[heads]
@@ -318,11 +320,10 @@ class DcgmBlockReader:
         devices = [self._devices.values[d] for d in held.device[first_rows][key_at[key_order]].tolist()]
         labels, label = np.unique(held.label[first_rows], return_inverse=True)
         metrics, metric = np.unique(held.metric[rows], return_inverse=True)
-        return Batch(
+        return ColumnBatch(
             gpus=devices, metrics=[self._metrics.values[m] for m in metrics.tolist()],
             labels=[self._labels.values[k] for k in labels.tolist()],
-            gpu=gpu.tolist(), ts=held.ts[first_rows].tolist(), label=label.tolist(), size=sizes.tolist(),
-            metric=metric.tolist(), value=held.value[rows].tolist(),
+            gpu=gpu, ts=held.ts[first_rows], label=label, size=sizes, metric=metric, value=held.value[rows],
         )
 
 

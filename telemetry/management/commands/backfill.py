@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 
 from config.celery import app
+from telemetry.ingest.columns import ColumnBatch
 from telemetry.ingest.wire import Batch, encode_batch
 from telemetry.ingest.streamer.batching import BatchBuilder, HeldReadings
 from telemetry.ingest.streamer.dcgm_blocks import DcgmBlockReader, dcgm_header
@@ -101,7 +102,9 @@ class Command(BaseCommand):
         totals = Totals()
         publisher = BatchPublisher(app=app, abort=abort)
 
-        def publish(batch: Batch) -> None:
+        def publish(batch: Batch | ColumnBatch) -> None:
+            if isinstance(batch, ColumnBatch):
+                batch = batch.batch()
             publisher.publish(encode_batch(batch), samples=len(batch))
             totals.queued += len(batch)
 

@@ -38,7 +38,7 @@ def read_blocks(path, parts: int, *, batch_size: int = 50, window: int = BIG_WIN
                                  on_reject=lambda p, line, why: rejects.append((line, why)))
         header = dcgm_header(line_range)
         assert header is not None
-        batches.append(list(reader.batches(line_range, header)) + list(reader.drain()))
+        batches.append([batch.batch() for batch in [*reader.batches(line_range, header), *reader.drain()]])
         readers.append(reader)
     return batches, rejects, readers
 
@@ -122,9 +122,9 @@ def test_readings_not_handed_on_when_the_caller_stops_are_drained(small_blocks):
     line_range = line_ranges(SAMPLE_CSV, 1)[0]
     reader = DcgmBlockReader(batch_size=100, reorder_window=0, on_reject=lambda *_: None)
     batches = reader.batches(line_range, dcgm_header(line_range))
-    first = next(batches)
+    first = next(batches).batch()
     batches.close()  # as a backfill told to stop does after a batch
-    rest = list(reader.drain())
+    rest = [batch.batch() for batch in reader.drain()]
     assert len(first) + sum(map(len, rest)) == SAMPLE_COUNT
     assert samples([[first, *rest]]) == samples(read_python(SAMPLE_CSV, 1)[0])
 
