@@ -313,7 +313,7 @@ def backfill(run: Run, csv: Path, expected: int) -> dict:
     started = time.perf_counter()
     cpu_before = harness.cpu_seconds({})
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "backfill", str(csv), "--batch-size", "20000", "--max-per-gpu", "0"],
+        [sys.executable, "manage.py", "backfill", str(csv), "--max-per-gpu", "0"],
         cwd=harness.REPO, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     stdout, stderr = process.communicate(timeout=900)

@@ -62,7 +62,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", help="CSV files or folders of CSV files")
-        parser.add_argument("--batch-size", type=int, default=20000, help="samples per write (default 20000)")
+        parser.add_argument("--batch-size", type=int, default=50000, help="samples per write (default 50000)")
         parser.add_argument("--reorder-window", type=int, default=settings.STREAM_REORDER_WINDOW,
                             help="samples held back so that one GPU's metrics of one time, listed far apart in a "
                                  "DCGM export, are stored as one row [STREAM_REORDER_WINDOW; default 100000]")
