@@ -97,17 +97,78 @@ class _Interned:
         return code
 
 
+class _Combinations:
+    """The identity codes of each distinct combination of a row's identity columns, found once.
+
+    A fleet's file has a combination per device and metric, most of them in every block, so a
+    block's combinations are matched in numpy, not in Python: each column's texts get a code
+    (a dict per column, per distinct text of a block), a row's codes are hashed, and the hashes
+    seen before give their combination's identity codes, checked against the combination's own
+    codes (a hash collision sends the block to the Python reader). Only a combination not seen
+    before is looked at in Python, by `identity`. Past LIMIT texts in a column, all is forgotten.
+    """
+
+    LIMIT = 1 << 18
+    # Odd 64-bit multipliers, one per column, mixing a row's codes into one hash.
+    _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5,
+                     0x94D049BB133111EB, 0xBF58476D1CE4E5B9, 0x2545F4914F6CDD1D, 0x5851F42D4C957F2D], np.uint64)
+
+    def __init__(self, columns: int) -> None:
+        assert columns <= len(self._MIX)
+        self._columns = columns
+        self.clear()
+
+    def clear(self) -> None:
+        self._texts: list[dict[str, int]] = [{} for _ in range(self._columns)]
+        self._by_hash: dict[int, int] = {}
+        self._combination_codes = np.empty((0, self._columns), np.int64)
+        self._identity_codes = np.empty((0, 4), np.int32)
+
+    def identities(self, columns: list[pa.DictionaryArray], texts: list[list[str]],
+                   identity: Callable[[tuple[str, ...]], tuple[int, int, int, int]]) -> np.ndarray:
+        """The identity codes of each row (an array of rows × 4), given the columns and their dictionaries'
+        texts; `identity` gives a new combination's."""
+        if any(len(table) > self.LIMIT for table in self._texts):
+            self.clear()
+        rows = len(columns[0])
+        indices = [column.indices.to_numpy() for column in columns]
+        codes = np.empty((rows, self._columns), np.int64)
+        mixed = np.zeros(rows, np.uint64)
+        for c, (table, entries, index) in enumerate(zip(self._texts, texts, indices)):
+            to_code = np.fromiter((table.setdefault(text, len(table)) for text in entries), np.int64, len(entries))
+            codes[:, c] = to_code[index]
+            mixed += codes[:, c].astype(np.uint64) * self._MIX[c]
+        hashes, first, inverse = np.unique(mixed, return_index=True, return_inverse=True)
+        found = np.fromiter((self._by_hash.get(h, -1) for h in hashes.tolist()), np.int64, len(hashes))
+        seen = found >= 0
+        # Two combinations with one hash, in this block or one before: let the Python reader have the block.
+        if not (codes[first][inverse] == codes).all():
+            raise _NotOnTheFastPath
+        if not (self._combination_codes[found[seen]] == codes[first[seen]]).all():
+            raise _NotOnTheFastPath
+        new = np.flatnonzero(~seen)
+        if len(new):
+            at = first[new]
+            fields = zip(*([entries[i] for i in index[at].tolist()] for entries, index in zip(texts, indices)))
+            added = [identity(combination) for combination in fields]
+            found[new] = np.arange(len(self._identity_codes), len(self._identity_codes) + len(new))
+            self._by_hash.update(zip(hashes[new].tolist(), found[new].tolist()))
+            self._combination_codes = np.concatenate((self._combination_codes, codes[first[new]]))
+            self._identity_codes = np.concatenate((self._identity_codes, np.array(added, np.int32).reshape(-1, 4)))
+        return self._identity_codes[found][inverse]
+
+
 class _NotOnTheFastPath(Exception):
     """A block that the Python reader must read: it may hold a row that reader rejects."""
 
 
 class _Layout:
-    """What reading one header's files takes: its columns' places, checks and pyarrow's options."""
+    """What reading one header's files takes: its columns' places and pyarrow's options."""
 
     def __init__(self, header: list[str]) -> None:
         self.width = len(header)
         self.columns = [header.index(name) for name in DCGM_COLUMNS]
-        self.identities = DcgmIdentities(header)
         names = [f"c{i}" for i in range(self.width)]
         self.names = names
         text = pa.dictionary(pa.int32(), pa.string())
@@ -134,7 +195,10 @@ class DcgmBlockReader:
         self._labels = _Interned()
         self._metrics = _Interned()
         self._times: dict[str, int] = {}
-        self._combos: dict[tuple[str, ...], tuple[int, int, int, int]] = {}
+        self._identities = DcgmIdentities(list(DCGM_COLUMNS))
+        self._combinations = _Combinations(len(_IDENTITY))
+        self._device_codes: dict[int, tuple[GpuInfo, int, int]] = {}
+        self._label_codes: dict[int, tuple[Labels | None, int]] = {}
         self._held = _Rows.empty()
         self.blocks_fast = 0
         self.blocks_careful = 0
@@ -179,21 +243,23 @@ class DcgmBlockReader:
             raise _NotOnTheFastPath from None
         columns = [table.column(i).combine_chunks() for i in range(layout.width)]
         value_at = layout.columns[_VALUE]
-        for i, column in enumerate(columns):
-            if i != value_at and any("\n" in text or "\r" in text for text in column.dictionary.to_pylist()):
-                raise _NotOnTheFastPath  # a quoted field ran on into the next line
+        texts = {i: column.dictionary.to_pylist() for i, column in enumerate(columns) if i != value_at}
+        if any("\n" in text or "\r" in text for entries in texts.values() for text in entries):
+            raise _NotOnTheFastPath  # a quoted field ran on into the next line
         if columns[value_at].null_count:
             raise _NotOnTheFastPath
         values = columns[value_at].to_numpy()
         if not np.isfinite(values).all():
             raise _NotOnTheFastPath
-        ts = self._times_of(columns[layout.columns[_TIME]])
-        device, key, label, metric = self._identities_of(layout, [columns[layout.columns[i]] for i in _IDENTITY])
+        ts = self._times_of(columns[layout.columns[_TIME]], texts[layout.columns[_TIME]])
+        identity_at = [layout.columns[i] for i in _IDENTITY]
+        device, key, label, metric = self._identities_of(layout, [columns[i] for i in identity_at],
+                                                         [texts[i] for i in identity_at])
         return _Rows(device, key, label, metric, ts, values)
 
-    def _times_of(self, column: pa.DictionaryArray) -> np.ndarray:
-        codes = np.empty(len(column.dictionary), np.int64)
-        for i, text in enumerate(column.dictionary.to_pylist()):
+    def _times_of(self, column: pa.DictionaryArray, texts: list[str]) -> np.ndarray:
+        codes = np.empty(len(texts), np.int64)
+        for i, text in enumerate(texts):
             ts = self._times.get(text)
             if ts is None:
                 try:
@@ -206,44 +272,30 @@ class DcgmBlockReader:
             codes[i] = ts
         return codes[column.indices.to_numpy()]
 
-    def _identities_of(self, layout: _Layout, columns: list[pa.DictionaryArray]) -> tuple[np.ndarray, ...]:
-        """Per row: device, device key, label set and metric codes, from each distinct combination of the
-        identity columns, checked once."""
-        indices = [column.indices.to_numpy() for column in columns]
-        combo = np.zeros(len(indices[0]), np.int64)
-        span = 1
-        for column, index in zip(columns, indices):
-            size = len(column.dictionary)
-            if span * size >= 1 << 62:  # renumber the combinations so far before they overflow
-                kept, combo = np.unique(combo, return_inverse=True)
-                span = len(kept)
-            combo = combo * size + index
-            span *= size
-        distinct, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
-        dictionaries = [column.dictionary.to_pylist() for column in columns]
-        at_first = [index[first].tolist() for index in indices]
-        codes = np.empty((len(distinct), 4), np.int32)
-        row = [""] * layout.width
-        for n in range(len(distinct)):
-            fields = tuple(dictionary[at[n]] for dictionary, at in zip(dictionaries, at_first))
-            found = self._combos.get(fields)
-            if found is None:
-                for i, text in zip(_IDENTITY, fields):
-                    row[layout.columns[i]] = text
-                try:
-                    gpu, metric, labels = layout.identities.identity(row)
-                except RowError:
-                    raise _NotOnTheFastPath from None
-                found = self._codes(gpu, metric, labels)
-                if len(self._combos) >= 65536:
-                    self._combos.clear()
-                self._combos[fields] = found
-            codes[n] = found
-        return tuple(codes[inverse, i] for i in range(4))
+    def _identities_of(self, layout: _Layout, columns: list[pa.DictionaryArray],
+                       texts: list[list[str]]) -> tuple[np.ndarray, ...]:
+        """Per row: device, device key, label set and metric codes, each distinct combination of the
+        identity columns checked once (see `_Combinations`)."""
+        def identity(fields: tuple[str, ...]) -> tuple[int, int, int, int]:
+            try:
+                gpu, metric, labels = self._identities.identity(_dcgm_row(fields))
+            except RowError:
+                raise _NotOnTheFastPath from None
+            return self._codes(gpu, metric, labels)
+
+        codes = self._combinations.identities(columns, texts, identity)
+        return tuple(codes[:, i] for i in range(4))
 
     def _codes(self, gpu: GpuInfo, metric: str, labels: Labels | None) -> tuple[int, int, int, int]:
-        return (self._devices.code(gpu), self._keys.code(gpu.key), self._labels.code(labels),
-                self._metrics.code(metric))
+        # The Python reader hands out one device object and one label set object for the same fields,
+        # so their codes are remembered by object (kept alive here) rather than found by hashing them.
+        device = self._device_codes.get(id(gpu))
+        if device is None or device[0] is not gpu:
+            device = self._device_codes[id(gpu)] = (gpu, self._devices.code(gpu), self._keys.code(gpu.key))
+        label = self._label_codes.get(id(labels))
+        if label is None or label[0] is not labels:
+            label = self._label_codes[id(labels)] = (labels, self._labels.code(labels))
+        return device[1], device[2], label[1], self._metrics.code(metric)
 
     def _careful(self, line_range: LineRange, block: bytes, first_line: int, *, at_file_end: bool) -> _Rows:
         """The block read by the Python reader: its bad rows rejected, the rest as rows."""
@@ -325,6 +377,12 @@ class DcgmBlockReader:
             labels=[self._labels.values[k] for k in labels.tolist()],
             gpu=gpu, ts=held.ts[first_rows], label=label, size=sizes, metric=metric, value=held.value[rows],
         )
+
+
+def _dcgm_row(fields: tuple[str, ...]) -> list[str]:
+    """A row in DCGM_COLUMNS' order from the identity columns' fields, its time and value left empty
+    (the time is DCGM's first column, the value the one before labels_raw)."""
+    return ["", *fields[:_VALUE - 1], "", *fields[_VALUE - 1:]]
 
 
 def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:

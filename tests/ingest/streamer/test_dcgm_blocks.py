@@ -6,6 +6,8 @@ block with a row the Python reader would reject is read by that reader.
 """
 import csv
 
+import numpy as np
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -95,6 +97,21 @@ def test_blocks_give_the_readings_the_python_reader_gives(path, parts, block, sm
     assert readings(batches) == readings(expected)
     assert rejects == expected_rejects == []
     assert sum(r.blocks_careful for r in readers) == 0 and sum(r.blocks_fast for r in readers) > 0
+
+
+@pytest.mark.parametrize("strain", ["every hash the same", "texts forgotten after three"])
+def test_combinations_found_again_are_exact_when_hashes_collide_or_tables_are_forgotten(small_blocks, monkeypatch,
+                                                                                        strain):
+    small_blocks(4096)
+    if strain == "every hash the same":
+        monkeypatch.setattr(dcgm_blocks._Combinations, "_MIX", np.zeros(12, np.uint64))
+    else:
+        monkeypatch.setattr(dcgm_blocks._Combinations, "LIMIT", 3)
+    batches, rejects, readers = read_blocks(SAMPLE_CSV, 2)
+    assert readings(batches) == readings(read_python(SAMPLE_CSV, 2)[0])
+    assert rejects == []
+    if strain == "every hash the same":  # a block whose combinations share a hash goes to the Python reader
+        assert sum(r.blocks_careful for r in readers) > 0
 
 
 def test_the_sample_is_every_row_once(small_blocks):
@@ -201,6 +218,12 @@ def test_any_mix_of_lines_reads_as_the_python_reader_reads_it(tmp_path_factory, 
     assert samples(batches) == samples(expected)
     if window == BIG_WINDOW:
         assert readings(batches) == readings(expected)
+
+
+def test_a_combination_of_identity_fields_is_checked_as_a_row_of_its_own():
+    names = [name for name in DCGM_COLUMNS if name not in ("timestamp", "value")]
+    row = dcgm_blocks._dcgm_row(tuple(names))
+    assert row == [name if name in names else "" for name in DCGM_COLUMNS]
 
 
 def test_only_a_header_with_every_dcgm_column_is_read_in_blocks(tmp_path):
