@@ -105,7 +105,8 @@ class _Combinations:
     (a dict per column, per distinct text of a block), a row's codes are hashed, and the hashes
     seen before give their combination's identity codes, checked against the combination's own
     codes (a hash collision sends the block to the Python reader). Only a combination not seen
-    before is looked at in Python, by `identity`. Past LIMIT texts in a column, all is forgotten.
+    before is looked at in Python, by `identity`. Past LIMIT texts in a column, or combinations,
+    all is forgotten: memory stays bounded (a fleet of 8,000 GPUs × 25 fields fits).
     """
 
     LIMIT = 1 << 18
@@ -129,7 +130,7 @@ class _Combinations:
                    identity: Callable[[tuple[str, ...]], tuple[int, int, int, int]]) -> np.ndarray:
         """The identity codes of each row (an array of rows × 4), given the columns and their dictionaries'
         texts; `identity` gives a new combination's."""
-        if any(len(table) > self.LIMIT for table in self._texts):
+        if len(self._by_hash) > self.LIMIT or any(len(table) > self.LIMIT for table in self._texts):
             self.clear()
         rows = len(columns[0])
         indices = [column.indices.to_numpy() for column in columns]
@@ -289,6 +290,9 @@ class DcgmBlockReader:
     def _codes(self, gpu: GpuInfo, metric: str, labels: Labels | None) -> tuple[int, int, int, int]:
         # The Python reader hands out one device object and one label set object for the same fields,
         # so their codes are remembered by object (kept alive here) rather than found by hashing them.
+        if len(self._device_codes) + len(self._label_codes) > _Combinations.LIMIT:
+            self._device_codes.clear()
+            self._label_codes.clear()
         device = self._device_codes.get(id(gpu))
         if device is None or device[0] is not gpu:
             device = self._device_codes[id(gpu)] = (gpu, self._devices.code(gpu), self._keys.code(gpu.key))
