@@ -35,7 +35,7 @@ from telemetry.ingest.columns import ColumnBatch
 from telemetry.ingest.wire import GpuInfo, Labels, Sample
 
 # Bytes of lines parsed at a time: pyarrow's fixed cost per call is small next to this, and what a
-# block takes while it is parsed stays a few tens of megabytes (4 and 16 MiB were no faster).
+# block takes while it is parsed stays small (bench/README.md has the sizes measured).
 BLOCK_BYTES = 8 << 20
 _VALUE = DCGM_COLUMNS.index("value")
 _TIME = DCGM_COLUMNS.index("timestamp")
@@ -238,7 +238,7 @@ class DcgmBlockReader:
         if block.obj.find(b"\0", 0, len(block)) >= 0:  # csv.reader refuses a line with a NUL
             raise _NotOnTheFastPath
         try:
-            # The C library's allocator: pyarrow's default pool kept 50-60 MB more per worker at its peak.
+            # The C library's allocator: pyarrow's default pool kept more per worker (bench/README.md).
             table = pa_csv.read_csv(pa.py_buffer(block), read_options=layout.read_options(block),
                                     parse_options=layout.parse_options, convert_options=layout.convert_options,
                                     memory_pool=pa.system_memory_pool())
