@@ -79,6 +79,9 @@ $$;
 # telemetry_samples_forget takes samples deleted or about to be dropped off their devices' counts,
 # the GPU rows locked in id order as the collector locks them; it returns the samples taken off.
 #
+# telemetry_rollups_forget deletes the rollups that packed hours no longer packed stood for: each
+# hour's minute rollup and its day's hour rollup (written again once the day is whole again).
+#
 # telemetry_grid builds a rollup's [metric id][slot] grids from its cells (a metric or slot
 # without one counts 0); telemetry_grid_cells lists a grid's cells that hold samples.
 #
@@ -125,6 +128,21 @@ CREATE FUNCTION telemetry_samples_forget(gpu_ids bigint[], samples bigint[]) RET
         RETURNING p.n
     )
     SELECT coalesce(sum(n), 0)::bigint FROM counted
+$$;
+
+CREATE FUNCTION telemetry_rollups_forget(gpu_ids bigint[], hours timestamptz[]) RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    WITH gone AS (
+        SELECT * FROM unnest(gpu_ids, hours) AS g(gpu_id, hour)
+    ), minutes AS (
+        DELETE FROM telemetry_rollupminute AS m USING gone AS g WHERE m.gpu_id = g.gpu_id AND m.hour = g.hour
+        RETURNING 1
+    ), days AS (
+        DELETE FROM telemetry_rolluphour AS d USING gone AS g
+        WHERE d.gpu_id = g.gpu_id AND d.day = date_trunc('day', g.hour, 'UTC')
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM minutes) + (SELECT count(*) FROM days)
 $$;
 
 CREATE FUNCTION telemetry_grid(slots integer, metric_ids integer[], slot_ids integer[], counts bigint[],
@@ -208,6 +226,7 @@ $$;
 _DROP = """
 DROP FUNCTION telemetry_summary_pieces(bigint, timestamptz, timestamptz, text);
 DROP FUNCTION telemetry_samples_forget(bigint[], bigint[]);
+DROP FUNCTION telemetry_rollups_forget(bigint[], timestamptz[]);
 DROP FUNCTION telemetry_grid(integer, integer[], integer[], bigint[], double precision[], double precision[],
                              double precision[], double precision[], double precision[]);
 DROP FUNCTION telemetry_grid_cells(integer[], double precision[], double precision[], double precision[],

@@ -107,3 +107,11 @@ def test_each_device_keeps_its_newest_samples_across_packed_hours():
     # The hour the limit cut into was unpacked; the rest of the old ones went whole, with their rollups.
     assert Reading.objects.filter(timestamp__lt=datetime(2025, 7, 18, 13, tzinfo=timezone.utc)).exists()
     assert len(table_rows("telemetry_rollupminute")) == len(table_rows("telemetry_readinghour"))
+
+
+@pytest.mark.parametrize("every", ["0", "-5"])
+def test_compress_refuses_an_interval_that_is_not_above_0(every):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--every must be a number of seconds above 0"):
+        call_command("compress", "--every", every)

@@ -9,11 +9,8 @@ WITH touched AS (
     DELETE FROM telemetry_readinghour AS h USING touched AS t
     WHERE h.gpu_id = t.gpu_id AND h.hour = t.hour
     RETURNING h.gpu_id, h.hour, h.readings, h.times, h.label_set_ids, h."values"
-), minutes AS (
-    DELETE FROM telemetry_rollupminute AS m USING unpacked AS u WHERE m.gpu_id = u.gpu_id AND m.hour = u.hour
-), days AS (
-    DELETE FROM telemetry_rolluphour AS d USING unpacked AS u
-    WHERE d.gpu_id = u.gpu_id AND d.day = date_trunc('day', u.hour, 'UTC')
+), rollups AS (
+    SELECT telemetry_rollups_forget(array_agg(gpu_id), array_agg(hour)) FROM unpacked
 ), restored AS (
     INSERT INTO telemetry_reading (gpu_id, "timestamp", label_set_id, "values")
     SELECT u.gpu_id, p."timestamp", p.label_set_id, p."values"
@@ -21,4 +18,4 @@ WITH touched AS (
     CROSS JOIN LATERAL telemetry_hour_readings(u.hour, u.readings, u.times, u.label_set_ids, u."values") AS p
     ORDER BY u.gpu_id, p."timestamp"
 )
-SELECT count(*) FROM unpacked
+SELECT count(*) FROM unpacked, rollups

@@ -2,7 +2,7 @@
 rollups, create the coming days' partitions and drop each history tier past its retention."""
 import time
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from telemetry.history.maintenance import history_maintain
@@ -19,6 +19,8 @@ class Command(BaseCommand):
                             help="run again every SECONDS until stopped [default: once]")
 
     def handle(self, *args, **options) -> None:
+        if options["every"] is not None and options["every"] <= 0:
+            raise CommandError("--every must be a number of seconds above 0")
         with graceful_shutdown() as (stop, _):
             while not stop.is_set():
                 self.run_once(stop.is_set)

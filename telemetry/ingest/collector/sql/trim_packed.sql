@@ -15,11 +15,8 @@ WITH targets AS (
     DELETE FROM telemetry_readinghour AS h USING walked AS w
     WHERE h.gpu_id = w.gpu_id AND h.hour = w.hour AND w.upto <= w.excess
     RETURNING h.gpu_id, h.hour, h.samples
-), minutes AS (
-    DELETE FROM telemetry_rollupminute AS m USING gone AS g WHERE m.gpu_id = g.gpu_id AND m.hour = g.hour
-), days AS (
-    DELETE FROM telemetry_rolluphour AS d USING gone AS g
-    WHERE d.gpu_id = g.gpu_id AND d.day = date_trunc('day', g.hour, 'UTC')
+), rollups AS (
+    SELECT telemetry_rollups_forget(array_agg(gpu_id), array_agg(hour)) FROM gone
 ), per_gpu AS (
     SELECT gpu_id, sum(samples)::bigint AS n FROM gone GROUP BY gpu_id
 ), forgotten AS (
@@ -27,5 +24,5 @@ WITH targets AS (
 )
 SELECT t.gpu_id, coalesce(p.n, 0),
        (SELECT min(w.hour) FROM walked AS w WHERE w.gpu_id = t.gpu_id AND w.upto > w.excess)
-FROM targets AS t LEFT JOIN per_gpu AS p ON p.gpu_id = t.gpu_id CROSS JOIN forgotten
+FROM targets AS t LEFT JOIN per_gpu AS p ON p.gpu_id = t.gpu_id CROSS JOIN forgotten CROSS JOIN rollups
 ORDER BY t.gpu_id
