@@ -22,6 +22,7 @@ from django.db.models import Count, F, FilteredRelation, Max, Q, QuerySet, Value
 from django.db.models.functions import NullIf
 from django.http import Http404
 
+from telemetry.api import buckets
 from telemetry.models import MIG_ID_SEPARATOR, Gpu, IngestCounter, Metric, device_key
 from telemetry.sql import sql_statement
 
@@ -31,7 +32,7 @@ Order = Literal["asc", "desc"]
 # A sample as the window query returns it: (time as RFC 3339 text in UTC, metric id, value).
 Sample = tuple[str, int, float]
 
-# The aggregates a summary computes, each a column of summary.sql.
+# The aggregates a summary computes (buckets.summary_points).
 AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "first", "last", "count", "sum")
 # A device's key: its (parent) GPU's UUID and its MIG GPU instance id, None for a whole GPU.
 DeviceKey = tuple[str, int | None]
@@ -281,23 +282,33 @@ def gpu_telemetry_summary(
     aggregates: list[str],
     metric_ids: list[int] | None = None,
     attribution: Attribution = ANY_ATTRIBUTION,
-) -> list[tuple[int, str]]:
+) -> dict[int, list[dict]]:
     """Aggregates of one device's samples in [start, end] per metric and bucket (aligned to the epoch).
 
-    Returns (metric_id, points) per metric that has samples, points being a JSON array of
-    {"time": RFC 3339, <aggregate>: value, …} oldest first, the aggregates in the order given.
-    The database groups (`date_bin`, `GROUP BY`) and writes the JSON too, from the coarsest
-    rollups that cover parts of the window whole (`rollup_tier`) and the samples elsewhere. `attribution` keeps
-    only the samples of readings whose label set has that namespace, pod and container.
+    Returns, per metric id with samples, its points {"time": RFC 3339, <aggregate>: value, …}
+    oldest first, the aggregates in the order given. summary.sql reads the coarsest rollups that
+    cover parts of the window whole (`rollup_tier`) and the samples' partials elsewhere;
+    buckets.py merges them. `attribution` keeps only the samples of readings whose label set has
+    that namespace, pod and container.
     """
     unknown = [name for name in aggregates if name not in AGGREGATES]
     if unknown or not aggregates:
         raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
-    return _fetchall("summary", {
-        "gpu_id": gpu_id, "start": start, "end": end, "bucket_seconds": bucket_seconds, "aggregates": list(aggregates),
-        "metric_ids": sorted(set(metric_ids)) if metric_ids else None, "tier": rollup_tier(bucket_seconds),
-        **attribution.params(),
+    return buckets.summary_points(
+        summary_partials(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket_seconds, attribution=attribution),
+        bucket_seconds=bucket_seconds, aggregates=aggregates, metric_ids=sorted(set(metric_ids)) if metric_ids else None,
+    )
+
+
+def summary_partials(
+    *, gpu_id: int, start: datetime, end: datetime, bucket_seconds: int, attribution: Attribution = ANY_ATTRIBUTION
+) -> list[buckets.Partials]:
+    """The partial aggregates a summary merges, a list item per row of summary.sql."""
+    rows = _fetchall("summary", {
+        "gpu_id": gpu_id, "start": start, "end": end, "bucket_seconds": bucket_seconds,
+        "tier": rollup_tier(bucket_seconds), **attribution.params(),
     })
+    return [buckets.partials_of_row(row) for row in rows]
 
 
 def rollup_tier(bucket_seconds: int) -> str:

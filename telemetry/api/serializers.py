@@ -10,6 +10,7 @@ write that JSON directly (`write`): the same shape they declare, without a dict 
 import json
 from datetime import datetime, timedelta
 
+import orjson
 from rest_framework import serializers
 
 from telemetry.api import selectors
@@ -450,12 +451,11 @@ class SummarySerializer(serializers.Serializer):
         }
 
     @staticmethod
-    def write(*, gpu: str, query: dict, rows: list[tuple[int, str]]) -> str:
-        """The summary as JSON text: series by metric name, each splicing in the points JSON the database wrote."""
-        head = json.dumps({
+    def write(*, gpu: str, query: dict, points: dict[int, list[dict]]) -> bytes:
+        """The summary as JSON: a series per metric with points, by metric name."""
+        return orjson.dumps({
             "gpu": gpu, "bucket": query["bucket"], "aggregates": query["agg"],
             "start_time": to_rfc3339(query["start_time"]), "end_time": to_rfc3339(query["end_time"]),
-        }, separators=(",", ":"))
-        series = sorted((selectors.metric_name(metric_id), points) for metric_id, points in rows)
-        body = ",".join(f'{{"metric":{json.dumps(name)},"points":{points}}}' for name, points in series)
-        return f'{head[:-1]},"series":[{body}]}}'
+            "series": [{"metric": name, "points": series} for name, series in
+                       sorted((selectors.metric_name(metric_id), series) for metric_id, series in points.items())],
+        })

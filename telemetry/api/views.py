@@ -86,11 +86,11 @@ class GpuTelemetrySummaryView(APIView):
     def get(self, request, id: str):
         gpu = selectors.gpu_span(device_id=id)  # first: a missing device is a 404 whatever the query, which defaults from it
         query = SummaryQuerySerializer.read(request, gpu=gpu)
-        rows = selectors.gpu_telemetry_summary(
+        points = selectors.gpu_telemetry_summary(
             gpu_id=gpu.id, start=query["start_time"], end=query["end_time"], bucket_seconds=query["bucket_seconds"],
             aggregates=query["agg"], metric_ids=query["metric_ids"], attribution=query["attribution"],
         )
-        return HttpResponse(SummarySerializer.write(gpu=id, query=query, rows=rows), content_type="application/json")
+        return HttpResponse(SummarySerializer.write(gpu=id, query=query, points=points), content_type="application/json")
 
 
 class GpuLatestView(APIView):

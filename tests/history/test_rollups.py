@@ -1,15 +1,13 @@
 """Summaries from rollups equal the same computation over the raw samples, whatever was packed,
 unpacked by a late sample, packed again or trimmed."""
-import json
 import math
 import random
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from django.db import connection
 
-from telemetry.api.selectors import gpu_telemetry_summary
+from telemetry.api.selectors import gpu_telemetry_summary, summary_partials
 from telemetry.history.packing import hours_pack
 from telemetry.ingest.collector.services import samples_persist
 from telemetry.models import Gpu
@@ -44,8 +42,7 @@ def expected_summary(gpu_id: int, start: datetime, end: datetime, bucket: int) -
 
 
 def summary(gpu_id: int, start: datetime, end: datetime, bucket: int) -> dict[int, list[dict]]:
-    rows = gpu_telemetry_summary(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket, aggregates=AGGREGATES)
-    return {metric_id: json.loads(points) for metric_id, points in rows}
+    return gpu_telemetry_summary(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket, aggregates=AGGREGATES)
 
 
 def assert_equal(got: dict, want: dict, context: str) -> None:
@@ -57,11 +54,11 @@ def assert_equal(got: dict, want: dict, context: str) -> None:
                 assert math.isclose(g[name], w[name], rel_tol=1e-9, abs_tol=1e-6), f"{context} {metric_id} {g} {w}"
 
 
-def pieces(tier: str) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM telemetry_summary_pieces(%s, %s, %s, %s)",
-                       [Gpu.objects.order_by("id").first().id, MIDNIGHT - timedelta(hours=30), MIDNIGHT, tier])
-        return cursor.fetchone()[0]
+def pieces(bucket: int) -> tuple[int, int]:
+    """The partials a summary of the 30 hours before midnight in `bucket`s merges: (rollup cells, samples' partials)."""
+    parts = summary_partials(gpu_id=Gpu.objects.order_by("id").first().id, start=MIDNIGHT - timedelta(hours=30),
+                             end=MIDNIGHT, bucket_seconds=bucket)
+    return sum(len(p) for p in parts if p.from_rollup), sum(len(p) for p in parts if not p.from_rollup)
 
 
 def check_random_windows(rng: random.Random, count: int = 25) -> None:
@@ -85,7 +82,8 @@ def test_summaries_from_rollups_equal_the_raw_computation():
     hours_pack(before=MIDNIGHT, chunk=10)
     whole_days = [(gpu, day.day) for gpu, day, *_ in table_rows("telemetry_rolluphour")]
     assert sorted({day for _, day in whole_days}) == [17, 18] and len(whole_days) == 4
-    assert pieces("hour") < pieces("minute") < pieces("raw") / 2  # the rollups answer, not the samples (3 a minute)
+    # The rollups answer, not the samples (3 a minute): an hour's cell, else a minute's.
+    assert pieces(3600)[1] == pieces(60)[1] == 0 and pieces(3600)[0] * 50 < pieces(60)[0] < pieces(1)[1] / 2
     check_random_windows(rng)
 
     # Late samples in packed hours (new times and duplicates) unpack them and the day's hour rollup.

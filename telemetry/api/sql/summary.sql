@@ -1,57 +1,78 @@
--- One GPU's samples of every metric in [start, end], aggregated per metric and time bucket (aligned
--- to the epoch): a row per metric, its points one JSON array oldest first, written here because
--- formatting them in Python cost more than the query.
--- gpu_id; start, end: inclusive bounds; bucket_seconds; aggregates: names out of avg, min, max,
--- first, last, count and sum, in the order each point lists them; namespace, pod, container: only
--- readings whose label set has these (null: any); metric_ids: only these (null: all); tier: the
--- coarsest rollup whose periods fit the bucket ('hour', 'minute' or 'raw').
--- In the template, %% is psycopg's escape for a literal percent sign.
-WITH point AS (
-    -- Fields in the order asked: each placeholder numbers a format() argument below, as placed in this ARRAY.
-    SELECT '{"time":"%%1$s"'
-           || string_agg(',"' || a.name || '":%%' || array_position(ARRAY['time', 'avg', 'min', 'max', 'first', 'last', 'count', 'sum'], a.name) || '$s', '' ORDER BY a.position)
-           || '}' AS template
-    FROM unnest(%(aggregates)s::text[]) WITH ORDINALITY AS a(name, position)
-)
--- Bare numbers: an aggregate of finite values is never null in a bucket that has samples.
-SELECT b.metric_id,
-       '[' || string_agg(
-           format((SELECT template FROM point), to_char(b.bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                  b.avg, b.min, b.max, b.first, b.last, b.count, b.sum),
-           ',' ORDER BY b.bucket
-       ) || ']'
-FROM (
-    -- Grouped on the bucket's time, formatted above once per bucket rather than once per piece.
-    SELECT p.metric_id,
-           date_bin(make_interval(secs => %(bucket_seconds)s), p.at, timestamptz 'epoch') AS bucket,
-           -- An aggregate not asked for folds to a constant null when planned, so it is never computed.
-           CASE WHEN 'avg' = ANY (%(aggregates)s::text[]) THEN sum(p.sum) / sum(p.count) END AS avg,
-           CASE WHEN 'min' = ANY (%(aggregates)s::text[]) THEN min(p.min) END AS min,
-           CASE WHEN 'max' = ANY (%(aggregates)s::text[]) THEN max(p.max) END AS max,
+-- One GPU's samples in [start, end] as partial aggregates (count, sum, min, max, first, last), each
+-- part of the window read from the coarsest tier that covers it whole; telemetry/api/buckets.py
+-- merges them into the buckets. Rows of two kinds, arrays in PostgreSQL's binary format (array_send):
+-- - a rollup's [metric id][slot] grids, cut to slots [first_slot, end_slot) that the window holds whole:
+--   an hour rollup's day (slot_seconds 3600), or a minute rollup's hour outside those days (60);
+-- - one row of the other samples' partials per metric and bucket, with their oldest and newest times.
+-- With an attribution filter, only samples of readings whose label set has it (rollups keep no attribution).
+-- gpu_id; start, end: inclusive bounds; bucket_seconds; tier: the coarsest rollup whose periods fit the
+-- bucket ('hour', 'minute' or 'raw'); namespace, pod, container: the attribution (null: any).
+WITH covered_days AS (
+    SELECT d.day FROM telemetry_rolluphour AS d
+    WHERE %(tier)s = 'hour' AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
+      AND d.gpu_id = %(gpu_id)s AND d.day >= date_trunc('day', %(start)s::timestamptz, 'UTC') AND d.day <= %(end)s::timestamptz
+), samples AS (
+    -- Without an attribution filter: the samples outside the minutes that rollups hold.
+    SELECT u.metric_id::integer, r."timestamp" AS at, u.value
+    -- Packed hours the window holds whole are skipped: their minute rollups hold every sample.
+    FROM telemetry_readings_between(%(gpu_id)s, %(start)s, %(end)s, %(tier)s IN ('hour', 'minute')) AS r
+    -- values[i] is metric id i; unnested, each value is read once, where picking by position reads it per aggregate.
+    CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
+    WHERE coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL AND u.value IS NOT NULL
+      AND NOT (r.packed AND %(tier)s IN ('hour', 'minute')
+               AND date_trunc('minute', r."timestamp", 'UTC') >= %(start)s::timestamptz
+               AND date_trunc('minute', r."timestamp", 'UTC') + interval '1 minute' <= %(end)s::timestamptz + interval '1 microsecond'
+               AND EXISTS (SELECT 1 FROM telemetry_rollupminute AS m
+                           WHERE m.gpu_id = %(gpu_id)s AND m.hour = date_trunc('hour', r."timestamp", 'UTC')))
+    UNION ALL
+    -- With one: the samples of the readings attributed so.
+    SELECT u.metric_id::integer, r."timestamp", u.value
+    FROM telemetry_readings_between(%(gpu_id)s, %(start)s, %(end)s) AS r
+    CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
+    WHERE coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NOT NULL AND u.value IS NOT NULL
+      AND r.label_set_id IN (
+          SELECT l.id FROM telemetry_labelset AS l
+          WHERE (%(namespace)s::text IS NULL OR l.namespace = %(namespace)s::text)
+            AND (%(pod)s::text IS NULL OR l.pod = %(pod)s::text)
+            AND (%(container)s::text IS NULL OR l.container = %(container)s::text)
+      )
+), partials AS (
+    SELECT s.metric_id, date_part('epoch', min(s.at)) AS first_at, date_part('epoch', max(s.at)) AS last_at,
+           count(*)::integer AS count, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,
            -- The values at the oldest and newest time: min and max of [epoch, value] need no sort.
-           CASE WHEN 'first' = ANY (%(aggregates)s::text[]) THEN (min(ARRAY[date_part('epoch', p.at), p.first]))[2] END AS first,
-           CASE WHEN 'last' = ANY (%(aggregates)s::text[]) THEN (max(ARRAY[date_part('epoch', p.at), p.last]))[2] END AS last,
-           CASE WHEN 'count' = ANY (%(aggregates)s::text[]) THEN sum(p.count) END AS count,
-           CASE WHEN 'sum' = ANY (%(aggregates)s::text[]) THEN sum(p.sum) END AS sum
-    FROM (
-        -- Without an attribution filter: rollups where they cover a piece of the window whole, samples elsewhere.
-        SELECT * FROM telemetry_summary_pieces(%(gpu_id)s, %(start)s, %(end)s, %(tier)s)
-        WHERE coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
-        UNION ALL
-        -- With one: the samples of the readings attributed so (rollups keep no attribution).
-        SELECT u.metric_id::integer, r."timestamp", 1, u.value, u.value, u.value, u.value, u.value
-        FROM telemetry_readings_between(%(gpu_id)s, %(start)s, %(end)s) AS r
-        -- values[i] is metric id i; unnested, each value is read once, where picking by position reads it per aggregate.
-        CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
-        WHERE coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NOT NULL AND u.value IS NOT NULL
-          AND r.label_set_id IN (
-              SELECT l.id FROM telemetry_labelset AS l
-              WHERE (%(namespace)s::text IS NULL OR l.namespace = %(namespace)s::text)
-                AND (%(pod)s::text IS NULL OR l.pod = %(pod)s::text)
-                AND (%(container)s::text IS NULL OR l.container = %(container)s::text)
-          )
-    ) AS p(metric_id, at, count, sum, min, max, first, last)
-    WHERE %(metric_ids)s::integer[] IS NULL OR p.metric_id = ANY(%(metric_ids)s::integer[])
-    GROUP BY 1, 2
-) AS b
-GROUP BY b.metric_id
+           (min(ARRAY[date_part('epoch', s.at), s.value]))[2] AS first,
+           (max(ARRAY[date_part('epoch', s.at), s.value]))[2] AS last
+    FROM samples AS s
+    GROUP BY s.metric_id, date_bin(make_interval(secs => %(bucket_seconds)s), s.at, timestamptz 'epoch')
+)
+-- A grid's cells without samples hold null sums and values, sent as NaN so every element has the same width.
+SELECT 3600 AS slot_seconds, date_part('epoch', d.day) AS start,
+       greatest(0, ceil(date_part('epoch', %(start)s::timestamptz - d.day) / 3600))::integer AS first_slot,
+       least(24, floor(date_part('epoch', %(end)s::timestamptz + interval '1 microsecond' - d.day) / 3600))::integer AS end_slot,
+       NULL::bytea AS metric_ids, NULL::bytea AS first_ats, NULL::bytea AS last_ats,
+       array_send(d.counts) AS counts, array_send(array_replace(d.sums, NULL, 'NaN')) AS sums,
+       array_send(array_replace(d.mins, NULL, 'NaN')) AS mins, array_send(array_replace(d.maxs, NULL, 'NaN')) AS maxs,
+       array_send(array_replace(d.firsts, NULL, 'NaN')) AS firsts, array_send(array_replace(d.lasts, NULL, 'NaN')) AS lasts
+FROM telemetry_rolluphour AS d
+WHERE d.day IN (SELECT day FROM covered_days) AND d.gpu_id = %(gpu_id)s
+UNION ALL
+SELECT 60, date_part('epoch', m.hour),
+       greatest(0, ceil(date_part('epoch', %(start)s::timestamptz - m.hour) / 60))::integer,
+       least(60, floor(date_part('epoch', %(end)s::timestamptz + interval '1 microsecond' - m.hour) / 60))::integer,
+       NULL, NULL, NULL,
+       array_send(m.counts), array_send(array_replace(m.sums, NULL, 'NaN')),
+       array_send(array_replace(m.mins, NULL, 'NaN')), array_send(array_replace(m.maxs, NULL, 'NaN')),
+       array_send(array_replace(m.firsts, NULL, 'NaN')), array_send(array_replace(m.lasts, NULL, 'NaN'))
+FROM telemetry_rollupminute AS m
+WHERE %(tier)s IN ('hour', 'minute') AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
+  AND m.gpu_id = %(gpu_id)s AND m.hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND m.hour <= %(end)s::timestamptz
+  -- Hours the window holds whole in a day with an hour rollup are that rollup's.
+  AND NOT (m.hour >= %(start)s::timestamptz AND m.hour + interval '1 hour' <= %(end)s::timestamptz + interval '1 microsecond'
+           AND date_trunc('day', m.hour, 'UTC') IN (SELECT day FROM covered_days))
+UNION ALL
+SELECT NULL, NULL, NULL, NULL,
+       array_send(array_agg(p.metric_id)), array_send(array_agg(p.first_at)), array_send(array_agg(p.last_at)),
+       array_send(array_agg(p.count)), array_send(array_agg(p.sum)), array_send(array_agg(p.min)),
+       array_send(array_agg(p.max)), array_send(array_agg(p.first)), array_send(array_agg(p.last))
+FROM partials AS p
+HAVING count(*) > 0

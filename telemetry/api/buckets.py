@@ -1,0 +1,134 @@
+"""A summary's buckets, merged from the partial aggregates summary.sql reads: rollup grids and the other samples' partials.
+
+The database sends each rollup row's grids whole, where unnesting them cell by cell and grouping
+the cells there cost most of a long summary; numpy cuts them to the window and merges every
+partial into its bucket. Partials never overlap in time: each sample is counted by exactly one.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+# summary.sql's columns, in order.
+_GRID_COLUMNS = ("counts", "sums", "mins", "maxs", "firsts", "lasts")
+
+
+def array_received(data: bytes, dtype: str) -> np.ndarray:
+    """An array in PostgreSQL's binary format (array_send) without nulls, as numpy of its shape.
+
+    The format: dimensions, a has-nulls flag and the element type, a (size, lower bound) per
+    dimension, then each element as its length and its big-endian bytes.
+    """
+    dimensions, has_nulls, _ = struct.unpack_from(">iii", data)
+    if has_nulls:
+        raise ValueError("array_received reads arrays without nulls")
+    if dimensions == 0:
+        return np.empty(0, dtype=np.dtype(dtype).newbyteorder("="))
+    shape = struct.unpack_from(f">{2 * dimensions}i", data, 12)[0::2]
+    elements = np.frombuffer(data, dtype=np.dtype([("length", ">i4"), ("value", dtype)]), offset=12 + 8 * dimensions)
+    return elements["value"].reshape(shape)
+
+
+@dataclass(frozen=True)
+class Partials:
+    """Partial aggregates of one metric's samples each, columns side by side.
+
+    first_at and last_at are the times (epoch seconds) of the oldest and newest sample a partial
+    holds; a rollup cell's are its slot's start, which orders it among partials all the same.
+    `from_rollup`: cells of a rollup's grids, else partials of samples.
+    """
+
+    from_rollup: bool
+
+    metric_ids: np.ndarray
+    first_at: np.ndarray
+    last_at: np.ndarray
+    counts: np.ndarray
+    sums: np.ndarray
+    mins: np.ndarray
+    maxs: np.ndarray
+    firsts: np.ndarray
+    lasts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+def partials_of_grid(*, start: float, slot_seconds: int, first_slot: int, end_slot: int, grids: Sequence[bytes]) -> Partials:
+    """The cells with samples of a rollup's [metric id][slot] grids, in slots [first_slot, end_slot)."""
+    counts, sums, mins, maxs, firsts, lasts = (
+        array_received(data, ">i4" if name == "counts" else ">f8")[:, first_slot:end_slot]
+        for name, data in zip(_GRID_COLUMNS, grids)
+    )
+    metrics, slots = np.nonzero(counts > 0)
+    at = start + (slots + first_slot) * float(slot_seconds)
+    return Partials(True, metrics + 1, at, at, *(grid[metrics, slots] for grid in (counts, sums, mins, maxs, firsts, lasts)))
+
+
+def partials_of_row(row: Sequence) -> Partials:
+    """One row of summary.sql as partials: a rollup's grids, or the other samples' partials."""
+    slot_seconds, start, first_slot, end_slot, metric_ids, first_at, last_at, *grids = row
+    if slot_seconds is not None:
+        return partials_of_grid(start=start, slot_seconds=slot_seconds, first_slot=first_slot, end_slot=end_slot, grids=grids)
+    return Partials(
+        False, array_received(metric_ids, ">i4"), array_received(first_at, ">f8"), array_received(last_at, ">f8"),
+        *(array_received(data, ">i4" if name == "counts" else ">f8") for name, data in zip(_GRID_COLUMNS, grids)),
+    )
+
+
+_COLUMNS = ("metric_ids", "first_at", "last_at", "counts", "sums", "mins", "maxs", "firsts", "lasts")
+
+
+def _columns(parts: list[Partials], keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every partial's columns, concatenated, those `keep` marks (None: all)."""
+    columns = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS}
+    return columns if keep is None else {name: column[keep] for name, column in columns.items()}
+
+
+def _rfc3339(epoch_seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
+
+
+def summary_points(
+    parts: list[Partials], *, bucket_seconds: int, aggregates: Sequence[str], metric_ids: Sequence[int] | None = None
+) -> dict[int, list[dict]]:
+    """Per metric id with samples, its buckets (aligned to the epoch) oldest first, each a point
+    {"time": RFC 3339, <aggregate>: value, …} with the aggregates in the order given."""
+    if not parts:
+        return {}
+    every = _columns(parts)
+    if metric_ids is not None:
+        every = _columns(parts, np.isin(every["metric_ids"], metric_ids))
+    if not len(every["counts"]):
+        return {}
+    buckets = (every["first_at"] // bucket_seconds).astype(np.int64) * bucket_seconds
+    # Grouped by (metric, bucket), oldest first; sorted again by newest time for each bucket's last value.
+    by_first = np.lexsort((every["first_at"], buckets, every["metric_ids"]))
+    by_last = np.lexsort((every["last_at"], buckets, every["metric_ids"]))
+    metrics, buckets = every["metric_ids"][by_first], buckets[by_first]
+    starts = np.flatnonzero(np.r_[True, (metrics[1:] != metrics[:-1]) | (buckets[1:] != buckets[:-1])])
+    ends = np.r_[starts[1:], len(metrics)] - 1
+    counts = np.add.reduceat(every["counts"][by_first].astype(np.int64), starts)
+    sums = np.add.reduceat(every["sums"][by_first], starts)
+    columns = {
+        "avg": lambda: sums / counts,
+        "min": lambda: np.minimum.reduceat(every["mins"][by_first], starts),
+        "max": lambda: np.maximum.reduceat(every["maxs"][by_first], starts),
+        "first": lambda: every["firsts"][by_first][starts],
+        "last": lambda: every["lasts"][by_last][ends],
+        "count": lambda: counts,
+        "sum": lambda: sums,
+    }
+    bucket_times, bucket_index = np.unique(buckets[starts], return_inverse=True)
+    texts = [_rfc3339(t) for t in bucket_times.tolist()]
+    keys = ("time", *aggregates)
+    rows = zip([texts[i] for i in bucket_index.tolist()], *(columns[name]().tolist() for name in aggregates))
+    points = [dict(zip(keys, row)) for row in rows]
+    group_metrics = metrics[starts]
+    series_starts = np.flatnonzero(np.r_[True, group_metrics[1:] != group_metrics[:-1]])
+    bounds = np.r_[series_starts, len(group_metrics)].tolist()
+    return {metric_id: points[lo:hi] for metric_id, lo, hi in zip(group_metrics[series_starts].tolist(), bounds, bounds[1:])}

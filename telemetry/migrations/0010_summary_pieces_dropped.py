@@ -1,0 +1,56 @@
+"""The summary reads rollup rows whole and merges them in the API (telemetry/api/buckets.py), so the
+function that unnested them cell by cell in the database goes."""
+from django.db import migrations
+
+_PIECES = """
+CREATE FUNCTION telemetry_summary_pieces(gpu bigint, lo timestamptz, hi timestamptz, tier text)
+RETURNS TABLE (metric_id integer, at timestamptz, count bigint, sum double precision, min double precision,
+               max double precision, first double precision, last double precision)
+LANGUAGE sql STABLE AS $$
+    WITH whole_hours AS (
+        SELECT d.day + c.slot * interval '1 hour' AS at, c.*
+        FROM telemetry_rolluphour AS d
+        CROSS JOIN LATERAL telemetry_grid_cells(d.counts, d.sums, d.mins, d.maxs, d.firsts, d.lasts) AS c
+        WHERE tier = 'hour' AND d.gpu_id = gpu AND d.day >= date_trunc('day', lo, 'UTC') AND d.day <= hi
+          AND d.day + c.slot * interval '1 hour' >= lo AND d.day + (c.slot + 1) * interval '1 hour' <= hi + interval '1 microsecond'
+    ), covered_days AS (
+        SELECT d.day FROM telemetry_rolluphour AS d
+        WHERE tier = 'hour' AND d.gpu_id = gpu AND d.day >= date_trunc('day', lo, 'UTC') AND d.day <= hi
+    ), whole_minutes AS (
+        SELECT m.hour + c.slot * interval '1 minute' AS at, c.*
+        FROM telemetry_rollupminute AS m
+        CROSS JOIN LATERAL telemetry_grid_cells(m.counts, m.sums, m.mins, m.maxs, m.firsts, m.lasts) AS c
+        WHERE tier IN ('hour', 'minute') AND m.gpu_id = gpu AND m.hour >= date_trunc('hour', lo, 'UTC') AND m.hour <= hi
+          AND m.hour + c.slot * interval '1 minute' >= lo
+          AND m.hour + (c.slot + 1) * interval '1 minute' <= hi + interval '1 microsecond'
+          AND NOT (m.hour >= lo AND m.hour + interval '1 hour' <= hi + interval '1 microsecond'
+                   AND date_trunc('day', m.hour, 'UTC') IN (SELECT day FROM covered_days))
+    ), samples AS (
+        SELECT u.metric_id::integer, r."timestamp" AS at, u.value
+        FROM telemetry_readings_between(gpu, lo, hi, tier IN ('hour', 'minute')) AS r
+        CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
+        WHERE u.value IS NOT NULL
+          AND NOT (r.packed AND tier IN ('hour', 'minute')
+                   AND date_trunc('minute', r."timestamp", 'UTC') >= lo
+                   AND date_trunc('minute', r."timestamp", 'UTC') + interval '1 minute' <= hi + interval '1 microsecond'
+                   AND EXISTS (SELECT 1 FROM telemetry_rollupminute AS m
+                               WHERE m.gpu_id = gpu AND m.hour = date_trunc('hour', r."timestamp", 'UTC')))
+    )
+    SELECT metric_id, at, count, sum, min, max, first, last FROM whole_hours
+    UNION ALL
+    SELECT metric_id, at, count, sum, min, max, first, last FROM whole_minutes
+    UNION ALL
+    SELECT metric_id, at, 1, value, value, value, value, value FROM samples
+$$;
+"""
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("telemetry", "0009_history"),
+    ]
+
+    operations = [
+        migrations.RunSQL("DROP FUNCTION telemetry_summary_pieces(bigint, timestamptz, timestamptz, text);", _PIECES),
+    ]

@@ -1,0 +1,70 @@
+"""Partial aggregates read from PostgreSQL's binary arrays and merged into a summary's buckets."""
+import numpy as np
+import pytest
+from django.db import connection
+
+from telemetry.api.buckets import Partials, array_received, partials_of_grid, summary_points
+
+pytestmark = pytest.mark.django_db
+
+
+def sent(expression: str) -> bytes:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT array_send({expression})")
+        return bytes(cursor.fetchone()[0])
+
+
+@pytest.mark.parametrize("expression, dtype, expected", [
+    ("ARRAY[1.5, -2, 'NaN', 1e300]::float8[]", ">f8", [1.5, -2.0, np.nan, 1e300]),
+    ("ARRAY[[1, 2, 3], [4, 5, 6]]::integer[]", ">i4", [[1, 2, 3], [4, 5, 6]]),
+    ("'{}'::float8[]", ">f8", []),
+])
+def test_arrays_read_as_postgresql_sends_them(expression, dtype, expected):
+    np.testing.assert_array_equal(array_received(sent(expression), dtype), np.array(expected))
+
+
+def test_an_array_with_nulls_is_refused_by_name():
+    with pytest.raises(ValueError, match="without nulls"):
+        array_received(sent("ARRAY[1, NULL]::float8[]"), ">f8")
+
+
+def grid_bytes(counts: list[list[int]], values: list[list[float]]) -> list[bytes]:
+    """A rollup row's six grids as summary.sql sends them; sums, mins, maxs, firsts and lasts all `values`."""
+    literal = "ARRAY[" + ",".join("ARRAY[" + ",".join(f"'{v}'" for v in row) + "]" for row in values) + "]::float8[]"
+    count_literal = "ARRAY[" + ",".join("ARRAY[" + ",".join(map(str, row)) + "]" for row in counts) + "]::integer[]"
+    return [sent(count_literal)] + [sent(literal)] * 5
+
+
+def test_a_grid_is_cut_to_its_slots_and_its_cells_with_samples():
+    grids = grid_bytes([[1, 0, 2, 1], [0, 3, 0, 0]], [[1.0, float("nan"), 2.0, 3.0], [float("nan"), 4.0, float("nan"), float("nan")]])
+    cells = partials_of_grid(start=3600.0, slot_seconds=60, first_slot=1, end_slot=3, grids=grids)
+    assert cells.from_rollup and cells.metric_ids.tolist() == [1, 2]
+    assert cells.first_at.tolist() == [3600 + 120, 3600 + 60] and cells.counts.tolist() == [2, 3]
+    assert cells.sums.tolist() == [2.0, 4.0]
+
+
+def samples_partials(rows: list[tuple]) -> Partials:
+    """Partials of samples from (metric id, first_at, last_at, count, sum, min, max, first, last) rows."""
+    columns = list(zip(*rows))
+    return Partials(False, *(np.array(column) for column in columns))
+
+
+def test_buckets_merge_partials_with_the_oldest_first_and_the_newest_last():
+    # A bucket of 300 s from 0: samples at 5 s and 290 s around the rollup's minutes (60 to 180 s).
+    parts = [
+        partials_of_grid(start=60.0, slot_seconds=60, first_slot=0, end_slot=2, grids=grid_bytes([[2, 2]], [[10.0, 20.0]])),
+        samples_partials([(1, 5.0, 5.0, 1, 7.0, 7.0, 7.0, 7.0, 7.0), (1, 290.0, 290.0, 1, 1.0, 1.0, 1.0, 1.0, 1.0),
+                          (2, 310.0, 320.0, 2, 9.0, 4.0, 5.0, 4.0, 5.0)]),
+    ]
+    points = summary_points(parts, bucket_seconds=300, aggregates=["first", "last", "count", "sum", "min", "max", "avg"])
+    assert points == {
+        1: [{"time": "1970-01-01T00:00:00Z", "first": 7.0, "last": 1.0, "count": 6, "sum": 38.0, "min": 1.0, "max": 20.0,
+             "avg": 38.0 / 6}],
+        2: [{"time": "1970-01-01T00:05:00Z", "first": 4.0, "last": 5.0, "count": 2, "sum": 9.0, "min": 4.0, "max": 5.0,
+             "avg": 4.5}],
+    }
+    assert list(points[1][0]) == ["time", "first", "last", "count", "sum", "min", "max", "avg"]
+    assert summary_points(parts, bucket_seconds=300, aggregates=["count"], metric_ids=[2]) == {
+        2: [{"time": "1970-01-01T00:05:00Z", "count": 2}]}
+    assert summary_points(parts, bucket_seconds=300, aggregates=["count"], metric_ids=[3]) == {}
+    assert summary_points([], bucket_seconds=60, aggregates=["count"]) == {}
