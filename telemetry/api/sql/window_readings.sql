@@ -1,0 +1,53 @@
+-- One device's readings in [start, end] nearest `start` (oldest first) or nearest `end` (newest first, `descending`),
+-- raw and packed alike, as blocks that telemetry/api/window.py turns into samples. Arrays in PostgreSQL's
+-- binary format (array_send), a missing value sent as NaN so every element has the same width:
+-- - one row of raw readings, at most `readings` of them in the walk's order: times (epoch microseconds),
+--   label set ids (0: none) and a [reading][metric id] grid;
+-- - a row per packed hour that meets the window, at most `hours` of them in the walk's order: its
+--   hour (epoch microseconds), times (microseconds after it), label set ids and [metric id][reading] grid.
+-- Each row also carries `attributed`: the ids of the label sets with the attribution asked (null: any).
+-- gpu_id, or uuid and mig_instance (the device's key; gpu_id null); start, end: inclusive bounds;
+-- descending; readings; hours; namespace, pod, container: the attribution (null: any).
+WITH device AS (
+    SELECT coalesce(%(gpu_id)s::bigint, (
+        SELECT g.id FROM telemetry_gpu AS g
+        WHERE g.uuid = %(uuid)s::text AND g.mig_instance IS NOT DISTINCT FROM %(mig_instance)s::smallint
+    )) AS id
+), attribution AS (
+    SELECT CASE WHEN coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NOT NULL THEN ARRAY(
+        SELECT l.id FROM telemetry_labelset AS l
+        WHERE (%(namespace)s::text IS NULL OR l.namespace = %(namespace)s::text)
+          AND (%(pod)s::text IS NULL OR l.pod = %(pod)s::text)
+          AND (%(container)s::text IS NULL OR l.container = %(container)s::text)
+    ) END AS label_set_ids
+), raw AS (
+    SELECT r."timestamp", r.label_set_id, r."values"
+    FROM telemetry_reading AS r
+    WHERE r.gpu_id = (SELECT id FROM device)
+      AND r."timestamp" >= %(start)s::timestamptz AND r."timestamp" <= %(end)s::timestamptz
+      AND ((SELECT label_set_ids FROM attribution) IS NULL OR r.label_set_id = ANY ((SELECT label_set_ids FROM attribution)::bigint[]))
+    -- A constant key folds away when planned: the (gpu_id, timestamp) index is walked one way.
+    ORDER BY CASE WHEN NOT %(descending)s THEN r."timestamp" END, CASE WHEN %(descending)s THEN r."timestamp" END DESC
+    LIMIT %(readings)s
+), packed AS (
+    SELECT h.hour, h.times, h.label_set_ids, h."values"
+    FROM telemetry_readinghour AS h
+    WHERE h.gpu_id = (SELECT id FROM device)
+      AND h.hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND h.hour <= %(end)s::timestamptz
+    ORDER BY CASE WHEN NOT %(descending)s THEN h.hour END, CASE WHEN %(descending)s THEN h.hour END DESC
+    LIMIT %(hours)s
+)
+SELECT NULL::bigint AS hour,
+       array_send(array_agg((extract(epoch FROM r."timestamp") * 1000000)::bigint)) AS times,
+       array_send(array_agg(coalesce(r.label_set_id, 0))) AS label_set_ids,
+       -- Each reading's values padded to the highest metric id, so that they stack into one grid.
+       array_send(array_agg(array_replace(
+           r."values" || array_fill(NULL::double precision, ARRAY[m.top - cardinality(r."values")]), NULL, 'NaN'
+       ))) AS grid,
+       (SELECT array_send(label_set_ids) FROM attribution) AS attributed
+FROM raw AS r, (SELECT max(id)::integer AS top FROM telemetry_metric) AS m
+HAVING count(*) > 0
+UNION ALL
+SELECT (extract(epoch FROM p.hour) * 1000000)::bigint, array_send(p.times), array_send(array_replace(p.label_set_ids, NULL, 0)),
+       array_send(array_replace(p."values", NULL, 'NaN')), (SELECT array_send(label_set_ids) FROM attribution)
+FROM packed AS p
