@@ -10,8 +10,9 @@ from rest_framework.pagination import BasePagination, LimitOffsetPagination
 from rest_framework.utils.urls import replace_query_param
 
 from telemetry.api import selectors
+from telemetry.api.window import Samples
 from telemetry.api.serializers import TelemetryPageSerializer, TelemetrySeriesPageSerializer
-from telemetry.times import from_rfc3339, to_datetime, to_microseconds
+from telemetry.times import to_datetime, to_microseconds
 
 
 class GpuPagination(LimitOffsetPagination):
@@ -80,8 +81,8 @@ class Cursor:
 _PAGE_WRITERS = {"samples": TelemetryPageSerializer, "series": TelemetrySeriesPageSerializer}
 
 
-def _position(row: selectors.Sample) -> selectors.Position:
-    return selectors.Position(from_rfc3339(row[0]), row[1])
+def _position(samples: Samples, index: int) -> selectors.Position:
+    return selectors.Position(to_datetime(int(samples.times[index])), int(samples.metric_ids[index]))
 
 
 class SampleCursorPagination(BasePagination):
@@ -96,7 +97,7 @@ class SampleCursorPagination(BasePagination):
 
     def paginate_window(
         self, window: selectors.SampleWindow, request, *, limit: int, cursor: str | None = None
-    ) -> list[selectors.Sample]:
+    ) -> Samples:
         """The page of `window` that `cursor` (validated text from the query, or None: the first page) points at."""
         direction, position = Cursor.decode(cursor) if cursor is not None else ("n", None)
         backwards = direction == "p"
@@ -105,20 +106,20 @@ class SampleCursorPagination(BasePagination):
         more = len(rows) > limit
         rows = rows[:limit]
         if backwards:
-            rows.reverse()
+            rows = rows[::-1]
         # A page reached from a cursor has more samples on the cursor's side.
         has_next = (more and not backwards) or (backwards and position is not None)
         has_previous = (more and backwards) or (not backwards and position is not None)
         url = request.build_absolute_uri()
         self.gpu = window.device_id
         self.next_link = self.previous_link = None
-        if rows and has_next:
-            self.next_link = replace_query_param(url, self.cursor_query_param, Cursor.encode("n", _position(rows[-1])))
-        if rows and has_previous:
-            self.previous_link = replace_query_param(url, self.cursor_query_param, Cursor.encode("p", _position(rows[0])))
+        if len(rows) and has_next:
+            self.next_link = replace_query_param(url, self.cursor_query_param, Cursor.encode("n", _position(rows, -1)))
+        if len(rows) and has_previous:
+            self.previous_link = replace_query_param(url, self.cursor_query_param, Cursor.encode("p", _position(rows, 0)))
         return rows
 
-    def get_paginated_response(self, data: list[selectors.Sample], *, shape: str = "samples") -> HttpResponse:
+    def get_paginated_response(self, data: Samples, *, shape: str = "samples") -> HttpResponse:
         """The page in `shape`: an object per sample (`results`), or a series per metric (`series`)."""
-        text = _PAGE_WRITERS[shape].write(gpu=self.gpu, next_link=self.next_link, previous_link=self.previous_link, rows=data)
+        text = _PAGE_WRITERS[shape].write(gpu=self.gpu, next_link=self.next_link, previous_link=self.previous_link, samples=data)
         return HttpResponse(text, content_type="application/json")

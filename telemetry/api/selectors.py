@@ -213,15 +213,15 @@ class SampleWindow:
     order: Order = "asc"
     attribution: Attribution = ANY_ATTRIBUTION
 
-    def samples(self, *, after: Position | None = None, before: Position | None = None, limit: int) -> list[Sample]:
-        """The window's samples after or before a position, as gpu_telemetry_window returns them."""
-        return gpu_telemetry_window(
+    def samples(self, *, after: Position | None = None, before: Position | None = None, limit: int) -> window.Samples:
+        """The window's samples after or before a position, as gpu_telemetry_samples returns them."""
+        return gpu_telemetry_samples(
             device_id=self.device_id, start=self.start, end=self.end, metric_ids=self.metric_ids, order=self.order,
             attribution=self.attribution, after=after, before=before, limit=limit,
         )
 
 
-def gpu_telemetry_window(
+def gpu_telemetry_samples(
     *,
     gpu_id: int | None = None,
     device_id: str | None = None,
@@ -233,8 +233,8 @@ def gpu_telemetry_window(
     after: Position | None = None,
     before: Position | None = None,
     limit: int = 1000,
-) -> list[Sample]:
-    """(time as RFC 3339 text in UTC, metric_id, value) samples of one device in [start, end], in `order`.
+) -> window.Samples:
+    """The samples of one device in [start, end], in `order`, side by side (gpu_telemetry_window lists them).
 
     Samples are ordered by (timestamp, metric_id). `after` keeps the samples that come after that
     position in `order`; `before` keeps those that come before it and returns them nearest-first
@@ -271,9 +271,14 @@ def gpu_telemetry_window(
                                              "readings": readings, "hours": hours})
 
     rows = window.window_samples(walk, limit=limit, metrics_known=len(_metric_names), fetch=fetch)
-    if not rows and device_id is not None and not Gpu.objects.filter(uuid=uuid, mig_instance=instance).exists():
+    if not len(rows) and device_id is not None and not Gpu.objects.filter(uuid=uuid, mig_instance=instance).exists():
         raise _no_such_gpu(device_id)
     return rows
+
+
+def gpu_telemetry_window(**window_args) -> list[Sample]:
+    """(time as RFC 3339 text in UTC, metric_id, value) of each sample gpu_telemetry_samples(**window_args) returns."""
+    return gpu_telemetry_samples(**window_args).rows()
 
 
 # --- Time-bucketed summary ---

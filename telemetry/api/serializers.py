@@ -5,16 +5,18 @@ a telemetry window (its start, end, order and page size) and of a summary's buck
 RFC 3339 / ISO 8601; a time without a zone offset is taken as UTC (stated in the schema).
 
 A page of samples and a summary can hold tens of thousands of values, so their serializers also
-write that JSON directly (`write`): the same shape they declare, without a dict per value.
+write that JSON directly with orjson (`write`), from the columns the selectors return: the same
+shape they declare, each distinct time and metric name made text once.
 """
-import json
 from datetime import datetime, timedelta
 
+import numpy as np
 import orjson
 from rest_framework import serializers
 
 from telemetry.api import selectors
 from telemetry.api.selectors import AGGREGATES, MIG_INSTANCE_MAX
+from telemetry.api.window import Samples
 from telemetry.models import Gpu
 from telemetry.times import to_rfc3339
 
@@ -338,21 +340,13 @@ class TelemetryPageSerializer(serializers.Serializer):
         }
 
     @staticmethod
-    def write(*, gpu: str, next_link: str | None, previous_link: str | None, rows: list[selectors.Sample]) -> str:
-        """The page as JSON text, each sample written by one format string.
-
-        Times are RFC 3339 text already, each metric's name is encoded once, and repr() of a
-        finite float is valid JSON (the collector stores no NaN or infinity).
-        """
-        names: dict[int, str] = {}
-        parts = []
-        for ts, metric_id, value in rows:
-            name = names.get(metric_id)
-            if name is None:
-                name = names[metric_id] = json.dumps(selectors.metric_name(metric_id))
-            parts.append(f'{{"timestamp":"{ts}","metric":{name},"value":{value!r}}}')
-        head = json.dumps({"gpu": gpu, "next": next_link, "previous": previous_link}, separators=(",", ":"))
-        return f'{head[:-1]},"results":[{",".join(parts)}]}}'
+    def write(*, gpu: str, next_link: str | None, previous_link: str | None, samples: Samples) -> bytes:
+        """The page as JSON: an object per sample, each distinct time and metric name made text once."""
+        texts, position = samples.time_texts()
+        names = {metric_id: selectors.metric_name(metric_id) for metric_id in np.unique(samples.metric_ids).tolist()}
+        results = [{"timestamp": texts[t], "metric": names[m], "value": v}
+                   for t, m, v in zip(position.tolist(), samples.metric_ids.tolist(), samples.values.tolist())]
+        return orjson.dumps({"gpu": gpu, "next": next_link, "previous": previous_link, "results": results})
 
 
 class SampleSeriesSerializer(serializers.Serializer):
@@ -381,26 +375,21 @@ class TelemetrySeriesPageSerializer(serializers.Serializer):
         }
 
     @staticmethod
-    def write(*, gpu: str, next_link: str | None, previous_link: str | None, rows: list[selectors.Sample]) -> str:
-        """The page as JSON text: the samples grouped by metric, each metric's in the rows' order.
-
-        Grouping here costs less than in the database, which has to sort each metric's samples
-        again to keep them in order. Times are RFC 3339 text already, and repr() of a finite
-        float is valid JSON.
-        """
-        by_metric: dict[int, tuple[list[str], list[float]]] = {}
-        for ts, metric_id, value in rows:
-            series = by_metric.get(metric_id)
-            if series is None:
-                series = by_metric[metric_id] = ([], [])
-            series[0].append(ts)
-            series[1].append(value)
-        parts = []
-        for name, (times, values) in sorted((selectors.metric_name(m), series) for m, series in by_metric.items()):
-            quoted_times = '","'.join(times)  # a series has at least one sample
-            parts.append(f'{{"metric":{json.dumps(name)},"times":["{quoted_times}"],"values":[{",".join(map(repr, values))}]}}')
-        head = json.dumps({"gpu": gpu, "next": next_link, "previous": previous_link}, separators=(",", ":"))
-        return f'{head[:-1]},"series":[{",".join(parts)}]}}'
+    def write(*, gpu: str, next_link: str | None, previous_link: str | None, samples: Samples) -> bytes:
+        """The page as JSON: the samples grouped by metric, each metric's in the page's order."""
+        texts, position = samples.time_texts()
+        # A stable sort by metric keeps each metric's samples in the page's order.
+        by_metric = np.argsort(samples.metric_ids, kind="stable")
+        metric_ids = samples.metric_ids[by_metric]
+        starts = np.flatnonzero(np.r_[True, metric_ids[1:] != metric_ids[:-1]]) if len(metric_ids) else np.empty(0, np.int64)
+        bounds = np.r_[starts, len(metric_ids)].tolist()
+        series = []
+        for metric_id, lo, hi in zip(metric_ids[starts].tolist(), bounds, bounds[1:]):
+            picked = by_metric[lo:hi]
+            series.append({"metric": selectors.metric_name(metric_id), "times": [texts[t] for t in position[picked].tolist()],
+                           "values": samples.values[picked].tolist()})
+        series.sort(key=lambda one: one["metric"])
+        return orjson.dumps({"gpu": gpu, "next": next_link, "previous": previous_link, "series": series})
 
 
 class LatestSerializer(serializers.Serializer):

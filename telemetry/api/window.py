@@ -37,6 +37,34 @@ class Readings:
         return len(self.times)
 
 
+@dataclass(frozen=True)
+class Samples:
+    """Samples side by side in a walk's order: times (epoch microseconds), metric ids and values."""
+
+    times: np.ndarray
+    metric_ids: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __getitem__(self, index: slice) -> Samples:
+        return Samples(self.times[index], self.metric_ids[index], self.values[index])
+
+    def time_texts(self) -> tuple[list[str], np.ndarray]:
+        """Each distinct time as RFC 3339 text (fraction trimmed), and the index of each sample's among them."""
+        distinct, position = np.unique(self.times, return_inverse=True)
+        if (distinct % 1_000_000).any():
+            texts = [microseconds_rfc3339_short(t) for t in distinct.tolist()]
+        else:  # whole seconds, the usual case: numpy writes them all at once
+            texts = [f"{t}Z" for t in np.datetime_as_string((distinct // 1_000_000).astype("datetime64[s]")).tolist()]
+        return texts, position
+
+    def rows(self) -> list[Sample]:
+        texts, position = self.time_texts()
+        return list(zip([texts[i] for i in position.tolist()], self.metric_ids.tolist(), self.values.tolist()))
+
+
 def readings_of_row(hour: int | None, times: bytes, label_set_ids: bytes, grid: bytes) -> Readings:
     """A row of window_readings.sql: the raw readings (hour None) or a packed hour ([metric][reading] grid)."""
     if hour is None:
@@ -94,7 +122,7 @@ class Walk:
 Fetch = Callable[[datetime | str, datetime | str, bool, int, int], list[tuple]]
 
 
-def window_samples(walk: Walk, *, limit: int, metrics_known: int, fetch: Fetch) -> list[Sample]:
+def window_samples(walk: Walk, *, limit: int, metrics_known: int, fetch: Fetch) -> Samples:
     """The first `limit` samples of the walk, querying on from where the blocks read are complete until it has them."""
     # Samples a reading holds: guessed at first, then as seen.
     per_reading = len(walk.metric_ids) if walk.metric_ids is not None else max(1, metrics_known)
@@ -139,13 +167,10 @@ def _complete_through(walk: Walk, raw_full: Readings | None, hours_full: list[in
     return max(bounds) if walk.descending else min(bounds)
 
 
-def _samples_listed(pages: list[tuple[np.ndarray, np.ndarray, np.ndarray]], limit: int) -> list[Sample]:
+def _samples_listed(pages: list[tuple[np.ndarray, np.ndarray, np.ndarray]], limit: int) -> Samples:
     if not pages:
-        return []
-    times, metric_ids, values = (np.concatenate(column)[:limit] for column in zip(*pages))
-    distinct, position = np.unique(times, return_inverse=True)
-    texts = [microseconds_rfc3339_short(t) for t in distinct.tolist()]
-    return list(zip([texts[i] for i in position.tolist()], metric_ids.tolist(), values.tolist()))
+        return Samples(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    return Samples(*(np.concatenate(column)[:limit] for column in zip(*pages)))
 
 
 def _param_time(timestamp_us: int) -> datetime | str:
