@@ -27,10 +27,12 @@ class Partials:
 
     first_at and last_at are the times (epoch seconds) of the oldest and newest sample a partial
     holds; a rollup cell's are its slot's start, which orders it among partials all the same.
-    `from_rollup`: cells of a rollup's grids, else partials of samples.
+    `from_rollup`: cells of a rollup's grids, else partials of samples. `covered_us`: the
+    [start, end) in epoch microseconds of the slots a rollup's grids were cut to (None: samples).
     """
 
     from_rollup: bool
+    covered_us: tuple[int, int] | None
 
     metric_ids: np.ndarray
     first_at: np.ndarray
@@ -54,7 +56,8 @@ def partials_of_grid(*, start: float, slot_seconds: int, first_slot: int, end_sl
     )
     metrics, slots = np.nonzero(counts > 0)
     at = start + (slots + first_slot) * float(slot_seconds)
-    return Partials(True, metrics + 1, at, at, *(grid[metrics, slots] for grid in (counts, sums, mins, maxs, firsts, lasts)))
+    covered = (round(start * 1e6) + first_slot * slot_seconds * 1_000_000, round(start * 1e6) + end_slot * slot_seconds * 1_000_000)
+    return Partials(True, covered, metrics + 1, at, at, *(grid[metrics, slots] for grid in (counts, sums, mins, maxs, firsts, lasts)))
 
 
 def partials_of_row(row: Sequence) -> Partials:
@@ -63,12 +66,26 @@ def partials_of_row(row: Sequence) -> Partials:
     if slot_seconds is not None:
         return partials_of_grid(start=start, slot_seconds=slot_seconds, first_slot=first_slot, end_slot=end_slot, grids=grids)
     return Partials(
-        False, array_received(metric_ids, ">i4"), array_received(first_at, ">f8"), array_received(last_at, ">f8"),
+        False, None, array_received(metric_ids, ">i4"), array_received(first_at, ">f8"), array_received(last_at, ">f8"),
         *(array_received(data, ">i4" if name == "counts" else ">f8") for name, data in zip(_GRID_COLUMNS, grids)),
     )
 
 
 _COLUMNS = ("metric_ids", "first_at", "last_at", "counts", "sums", "mins", "maxs", "firsts", "lasts")
+
+
+def spans_uncovered(start_us: int, end_us: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The inclusive spans of [start_us, end_us] outside the [start, end) periods `covered` (ordered, disjoint)."""
+    spans, at = [], start_us
+    for lo, hi in covered:
+        if hi <= lo:
+            continue
+        if lo > at:
+            spans.append((at, lo - 1))
+        at = max(at, hi)
+    if at <= end_us:
+        spans.append((at, end_us))
+    return spans
 
 
 def _columns(parts: list[Partials], keep: np.ndarray | None = None) -> dict[str, np.ndarray]:

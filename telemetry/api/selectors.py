@@ -25,7 +25,7 @@ from django.http import Http404
 from telemetry.api import buckets, window
 from telemetry.models import MIG_ID_SEPARATOR, Gpu, IngestCounter, Metric, device_key
 from telemetry.sql import sql_statement
-from telemetry.times import to_microseconds
+from telemetry.times import to_datetime, to_microseconds
 
 logger = logging.getLogger(__name__)
 
@@ -314,12 +314,20 @@ def gpu_telemetry_summary(
 def summary_partials(
     *, gpu_id: int, start: datetime, end: datetime, bucket_seconds: int, attribution: Attribution = ANY_ATTRIBUTION
 ) -> list[buckets.Partials]:
-    """The partial aggregates a summary merges, a list item per row of summary.sql."""
-    rows = _fetchall("summary", {
-        "gpu_id": gpu_id, "start": start, "end": end, "bucket_seconds": bucket_seconds,
-        "tier": rollup_tier(bucket_seconds), **attribution.params(),
-    })
-    return [buckets.partials_of_row(row) for row in rows]
+    """The partial aggregates a summary merges: the hour rollups' cells the window holds whole (where
+    the bucket is a whole number of hours), then the rest of the window, a span at a time, from
+    minute rollups and samples (summary.sql)."""
+    tier, parts, spans = rollup_tier(bucket_seconds), [], [(start, end)]
+    if tier == "hour" and attribution == ANY_ATTRIBUTION:
+        parts = [buckets.partials_of_row(row) for row in _fetchall("summary_hours", {"gpu_id": gpu_id, "start": start, "end": end})]
+        spans = [(to_datetime(lo), to_datetime(hi)) for lo, hi in buckets.spans_uncovered(
+            to_microseconds(start), to_microseconds(end), [part.covered_us for part in parts])]
+    for lo, hi in spans:
+        parts += [buckets.partials_of_row(row) for row in _fetchall("summary", {
+            "gpu_id": gpu_id, "start": lo, "end": hi, "bucket_seconds": bucket_seconds,
+            "tier": "raw" if tier == "raw" else "minute", **attribution.params(),
+        })]
+    return parts
 
 
 def rollup_tier(bucket_seconds: int) -> str:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from telemetry.api.buckets import Partials, partials_of_grid, summary_points
+from telemetry.api.buckets import Partials, partials_of_grid, spans_uncovered, summary_points
 from tests.api.test_arrays import sent
 
 pytestmark = pytest.mark.django_db
@@ -20,13 +20,21 @@ def test_a_grid_is_cut_to_its_slots_and_its_cells_with_samples():
     cells = partials_of_grid(start=3600.0, slot_seconds=60, first_slot=1, end_slot=3, grids=grids)
     assert cells.from_rollup and cells.metric_ids.tolist() == [1, 2]
     assert cells.first_at.tolist() == [3600 + 120, 3600 + 60] and cells.counts.tolist() == [2, 3]
-    assert cells.sums.tolist() == [2.0, 4.0]
+    assert cells.sums.tolist() == [2.0, 4.0] and cells.covered_us == (3_660_000_000, 3_780_000_000)
+
+
+def test_the_spans_left_to_read_are_those_the_rollups_do_not_cover():
+    assert spans_uncovered(0, 99, []) == [(0, 99)]
+    assert spans_uncovered(0, 99, [(0, 100)]) == []
+    assert spans_uncovered(0, 99, [(10, 20), (20, 30), (50, 60)]) == [(0, 9), (30, 49), (60, 99)]
+    # A day whose hours the window holds none of covers nothing.
+    assert spans_uncovered(0, 99, [(40, 40), (90, 100)]) == [(0, 89)]
 
 
 def samples_partials(rows: list[tuple]) -> Partials:
     """Partials of samples from (metric id, first_at, last_at, count, sum, min, max, first, last) rows."""
     columns = list(zip(*rows))
-    return Partials(False, *(np.array(column) for column in columns))
+    return Partials(False, None, *(np.array(column) for column in columns))
 
 
 def test_buckets_merge_partials_with_the_oldest_first_and_the_newest_last():

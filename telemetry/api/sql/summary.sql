@@ -1,27 +1,23 @@
 -- One GPU's samples in [start, end] as partial aggregates (count, sum, min, max, first, last), each
--- part of the window read from the coarsest tier that covers it whole; telemetry/api/buckets.py
--- merges them into the buckets. Rows of two kinds, arrays in PostgreSQL's binary format (array_send):
--- - a rollup's [metric id][slot] grids, cut to slots [first_slot, end_slot) that the window holds whole:
---   an hour rollup's day (slot_seconds 3600), or a minute rollup's hour outside those days (60);
+-- part of the window read from minute rollups where they cover it whole (hour rollups are read first,
+-- by summary_hours.sql, and the rest of the window is asked here); telemetry/api/buckets.py merges
+-- them into the buckets. Rows of two kinds, arrays in PostgreSQL's binary format (array_send):
+-- - a minute rollup's [metric id][minute] grids, cut to minutes [first_slot, end_slot) that the window holds whole;
 -- - one row of the other samples' partials per metric and bucket, with their oldest and newest times.
 -- With an attribution filter, only samples of readings whose label set has it (rollups keep no attribution).
--- gpu_id; start, end: inclusive bounds; bucket_seconds; tier: the coarsest rollup whose periods fit the
--- bucket ('hour', 'minute' or 'raw'); namespace, pod, container: the attribution (null: any).
-WITH covered_days AS (
-    SELECT d.day FROM telemetry_rolluphour AS d
-    WHERE %(tier)s = 'hour' AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
-      AND d.gpu_id = %(gpu_id)s AND d.day >= date_trunc('day', %(start)s::timestamptz, 'UTC') AND d.day <= %(end)s::timestamptz
-), samples AS (
+-- gpu_id; start, end: inclusive bounds; bucket_seconds; tier: 'minute' where the bucket is a whole number
+-- of minutes, else 'raw'; namespace, pod, container: the attribution (null: any).
+WITH samples AS (
     SELECT u.metric_id::integer, r."timestamp" AS at, u.value
     -- Without an attribution filter, packed hours the window holds whole are skipped: their minute rollups hold every sample.
-    FROM telemetry_readings_between(%(gpu_id)s, %(start)s, %(end)s, %(tier)s IN ('hour', 'minute')
+    FROM telemetry_readings_between(%(gpu_id)s, %(start)s, %(end)s, %(tier)s = 'minute'
                                     AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL) AS r
     -- values[i] is metric id i; unnested, each value is read once, where picking by position reads it per aggregate.
     CROSS JOIN LATERAL unnest(r."values") WITH ORDINALITY AS u(value, metric_id)
     WHERE u.value IS NOT NULL
       -- Without one, the samples outside the minutes that rollups hold.
       AND NOT (coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
-               AND r.packed AND %(tier)s IN ('hour', 'minute')
+               AND r.packed AND %(tier)s = 'minute'
                AND date_trunc('minute', r."timestamp", 'UTC') >= %(start)s::timestamptz
                AND date_trunc('minute', r."timestamp", 'UTC') + interval '1 minute' <= %(end)s::timestamptz + interval '1 microsecond'
                AND EXISTS (SELECT 1 FROM telemetry_rollupminute AS m
@@ -43,29 +39,16 @@ WITH covered_days AS (
     GROUP BY s.metric_id, date_bin(make_interval(secs => %(bucket_seconds)s), s.at, timestamptz 'epoch')
 )
 -- A grid's cells without samples hold null sums and values, sent as NaN so every element has the same width.
-SELECT 3600 AS slot_seconds, date_part('epoch', d.day) AS start,
-       greatest(0, ceil(date_part('epoch', %(start)s::timestamptz - d.day) / 3600))::integer AS first_slot,
-       least(24, floor(date_part('epoch', %(end)s::timestamptz + interval '1 microsecond' - d.day) / 3600))::integer AS end_slot,
+SELECT 60 AS slot_seconds, date_part('epoch', m.hour) AS start,
+       greatest(0, ceil(date_part('epoch', %(start)s::timestamptz - m.hour) / 60))::integer AS first_slot,
+       least(60, floor(date_part('epoch', %(end)s::timestamptz + interval '1 microsecond' - m.hour) / 60))::integer AS end_slot,
        NULL::bytea AS metric_ids, NULL::bytea AS first_ats, NULL::bytea AS last_ats,
-       array_send(d.counts) AS counts, array_send(array_replace(d.sums, NULL, 'NaN')) AS sums,
-       array_send(array_replace(d.mins, NULL, 'NaN')) AS mins, array_send(array_replace(d.maxs, NULL, 'NaN')) AS maxs,
-       array_send(array_replace(d.firsts, NULL, 'NaN')) AS firsts, array_send(array_replace(d.lasts, NULL, 'NaN')) AS lasts
-FROM telemetry_rolluphour AS d
-WHERE d.day IN (SELECT day FROM covered_days) AND d.gpu_id = %(gpu_id)s
-UNION ALL
-SELECT 60, date_part('epoch', m.hour),
-       greatest(0, ceil(date_part('epoch', %(start)s::timestamptz - m.hour) / 60))::integer,
-       least(60, floor(date_part('epoch', %(end)s::timestamptz + interval '1 microsecond' - m.hour) / 60))::integer,
-       NULL, NULL, NULL,
-       array_send(m.counts), array_send(array_replace(m.sums, NULL, 'NaN')),
-       array_send(array_replace(m.mins, NULL, 'NaN')), array_send(array_replace(m.maxs, NULL, 'NaN')),
-       array_send(array_replace(m.firsts, NULL, 'NaN')), array_send(array_replace(m.lasts, NULL, 'NaN'))
+       array_send(m.counts) AS counts, array_send(array_replace(m.sums, NULL, 'NaN')) AS sums,
+       array_send(array_replace(m.mins, NULL, 'NaN')) AS mins, array_send(array_replace(m.maxs, NULL, 'NaN')) AS maxs,
+       array_send(array_replace(m.firsts, NULL, 'NaN')) AS firsts, array_send(array_replace(m.lasts, NULL, 'NaN')) AS lasts
 FROM telemetry_rollupminute AS m
-WHERE %(tier)s IN ('hour', 'minute') AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
-  AND m.gpu_id = %(gpu_id)s AND m.hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND m.hour <= %(end)s::timestamptz
-  -- Hours the window holds whole in a day with an hour rollup are that rollup's.
-  AND NOT (m.hour >= %(start)s::timestamptz AND m.hour + interval '1 hour' <= %(end)s::timestamptz + interval '1 microsecond'
-           AND date_trunc('day', m.hour, 'UTC') IN (SELECT day FROM covered_days))
+WHERE %(tier)s = 'minute' AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
+  AND m.gpu_id = %(gpu_id)s AND m.hour >= date_trunc('hour', %(start)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND m.hour <= %(end)s::timestamptz
 UNION ALL
 SELECT NULL, NULL, NULL, NULL,
        array_send(array_agg(p.metric_id)), array_send(array_agg(p.first_at)), array_send(array_agg(p.last_at)),

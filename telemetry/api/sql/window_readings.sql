@@ -33,7 +33,7 @@ WITH device AS (
     SELECT h.hour, h.times, h.label_set_ids, h."values"
     FROM telemetry_readinghour AS h
     WHERE h.gpu_id = (SELECT id FROM device)
-      AND h.hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND h.hour <= %(end)s::timestamptz
+      AND h.hour >= date_trunc('hour', %(start)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND h.hour <= %(end)s::timestamptz
     ORDER BY CASE WHEN NOT %(descending)s THEN h.hour END, CASE WHEN %(descending)s THEN h.hour END DESC
     LIMIT %(hours)s
 )

@@ -1,5 +1,12 @@
-"""The summary reads rollup rows whole and merges them in the API (telemetry/api/buckets.py), so the
-function that unnested them cell by cell in the database goes."""
+"""Reads that PostgreSQL can narrow to the partitions they need when it plans them.
+
+- The summary reads rollup rows whole and merges them in the API (telemetry/api/buckets.py), so the
+  function that unnested them cell by cell in the database goes.
+- telemetry_readings_between bounds the packed hours by the hour of `lo` written with immutable
+  functions (`date_trunc` of a timestamp at UTC): date_trunc(…, 'UTC') is only stable, so the
+  planner could not leave out any partition of packed hours before `hi`, and planning a long
+  window's query grew with every day of history.
+"""
 from django.db import migrations
 
 _PIECES = """
@@ -45,6 +52,26 @@ $$;
 """
 
 
+_READINGS_BETWEEN = """
+CREATE OR REPLACE FUNCTION telemetry_readings_between(gpu bigint, lo timestamptz, hi timestamptz, whole_hours_skipped boolean DEFAULT false)
+RETURNS TABLE ("timestamp" timestamptz, label_set_id bigint, "values" double precision[], packed boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT r."timestamp", r.label_set_id, r."values", false
+    FROM telemetry_reading AS r
+    WHERE r.gpu_id = gpu AND r."timestamp" >= lo AND r."timestamp" <= hi
+    UNION ALL
+    SELECT p."timestamp", p.label_set_id, p."values", true
+    FROM telemetry_readinghour AS h
+    CROSS JOIN LATERAL telemetry_hour_readings(h.hour, h.readings, h.times, h.label_set_ids, h."values") AS p
+    WHERE h.gpu_id = gpu AND h.hour >= date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND h.hour <= hi
+      AND NOT (whole_hours_skipped AND h.hour >= lo AND h.hour + interval '1 hour' <= hi + interval '1 microsecond')
+      AND p."timestamp" >= lo AND p."timestamp" <= hi
+$$;
+"""
+_READINGS_BETWEEN_BEFORE = _READINGS_BETWEEN.replace(
+    "date_trunc('hour', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'", "date_trunc('hour', lo, 'UTC')")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -53,4 +80,5 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunSQL("DROP FUNCTION telemetry_summary_pieces(bigint, timestamptz, timestamptz, text);", _PIECES),
+        migrations.RunSQL(_READINGS_BETWEEN, _READINGS_BETWEEN_BEFORE),
     ]
