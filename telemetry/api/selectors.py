@@ -306,17 +306,20 @@ def gpu_telemetry_summary(
     if unknown or not aggregates:
         raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
     return buckets.summary_points(
-        summary_partials(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket_seconds, attribution=attribution),
+        summary_partials(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket_seconds, aggregates=aggregates,
+                         attribution=attribution),
         bucket_seconds=bucket_seconds, aggregates=aggregates, metric_ids=sorted(set(metric_ids)) if metric_ids else None,
     )
 
 
 def summary_partials(
-    *, gpu_id: int, start: datetime, end: datetime, bucket_seconds: int, attribution: Attribution = ANY_ATTRIBUTION
+    *, gpu_id: int, start: datetime, end: datetime, bucket_seconds: int, aggregates: Iterable[str] = AGGREGATES,
+    attribution: Attribution = ANY_ATTRIBUTION,
 ) -> list[buckets.Partials]:
     """The partial aggregates a summary merges: the hour rollups' cells the window holds whole (where
     the bucket is a whole number of hours), then the rest of the window, a span at a time, from
-    minute rollups and samples (summary.sql)."""
+    minute rollups and samples (summary.sql). The samples' first and last values are computed only
+    where `aggregates` asks for them."""
     tier, parts, spans = rollup_tier(bucket_seconds), [], [(start, end)]
     if tier == "hour" and attribution == ANY_ATTRIBUTION:
         parts = [buckets.partials_of_row(row) for row in _fetchall("summary_hours", {"gpu_id": gpu_id, "start": start, "end": end})]
@@ -324,7 +327,7 @@ def summary_partials(
             to_microseconds(start), to_microseconds(end), [part.covered_us for part in parts])]
     for lo, hi in spans:
         parts += [buckets.partials_of_row(row) for row in _fetchall("summary", {
-            "gpu_id": gpu_id, "start": lo, "end": hi, "bucket_seconds": bucket_seconds,
+            "gpu_id": gpu_id, "start": lo, "end": hi, "bucket_seconds": bucket_seconds, "aggregates": list(aggregates),
             "tier": "raw" if tier == "raw" else "minute", **attribution.params(),
         })]
     return parts

@@ -246,6 +246,12 @@ def test_mq_persistence_dir_is_the_data_mount(helm):
     assert env["RABBITMQ_MNESIA_BASE"] == "/var/lib/mq/mnesia" and env["HOME"] == "/var/lib/mq"
 
 
+def test_the_bundled_broker_stores_new_classic_queues_in_version_2(helm):
+    conf = helm.example("development").one("ConfigMap", "mq")["data"]["20-telemetry.conf"]
+    assert "classic_queue.default_version = 2" in conf.splitlines()
+    assert "consumer_timeout = 1800000" in conf.splitlines()
+
+
 def test_persistence_disabled_uses_emptydir(helm):
     docs = helm.example("development")
     for component in ("database", "mq"):

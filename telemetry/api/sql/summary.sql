@@ -5,8 +5,9 @@
 -- - a minute rollup's [metric id][minute] grids, cut to minutes [first_slot, end_slot) that the window holds whole;
 -- - one row of the other samples' partials per metric and bucket, with their oldest and newest times.
 -- With an attribution filter, only samples of readings whose label set has it (rollups keep no attribution).
--- gpu_id; start, end: inclusive bounds; bucket_seconds; tier: 'minute' where the bucket is a whole number
--- of minutes, else 'raw'; namespace, pod, container: the attribution (null: any).
+-- gpu_id; start, end: inclusive bounds; bucket_seconds; aggregates: those asked (the samples' first and
+-- last values are NaN unless asked); tier: 'minute' where the bucket is a whole number of minutes, else
+-- 'raw'; namespace, pod, container: the attribution (null: any).
 WITH samples AS (
     SELECT u.metric_id::integer, r."timestamp" AS at, u.value
     -- Without an attribution filter, packed hours the window holds whole are skipped: their minute rollups hold every sample.
@@ -32,9 +33,10 @@ WITH samples AS (
 ), partials AS (
     SELECT s.metric_id, date_part('epoch', min(s.at)) AS first_at, date_part('epoch', max(s.at)) AS last_at,
            count(*)::integer AS count, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,
-           -- The values at the oldest and newest time: min and max of [epoch, value] need no sort.
-           (min(ARRAY[date_part('epoch', s.at), s.value]))[2] AS first,
-           (max(ARRAY[date_part('epoch', s.at), s.value]))[2] AS last
+           -- The values at the oldest and newest time, where asked: min and max of [epoch, value] need
+           -- no sort, but build an array a sample. A constant condition folds away when planned.
+           CASE WHEN 'first' = ANY (%(aggregates)s::text[]) THEN (min(ARRAY[date_part('epoch', s.at), s.value]))[2] ELSE 'NaN' END AS first,
+           CASE WHEN 'last' = ANY (%(aggregates)s::text[]) THEN (max(ARRAY[date_part('epoch', s.at), s.value]))[2] ELSE 'NaN' END AS last
     FROM samples AS s
     GROUP BY s.metric_id, date_bin(make_interval(secs => %(bucket_seconds)s), s.at, timestamptz 'epoch')
 )
