@@ -13,9 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from telemetry.api.arrays import array_received
+from telemetry.api.selectors import AGGREGATES
 
-# The aggregates a summary may ask for.
-AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "first", "last", "count", "sum")
 # summary.sql's columns, in order.
 _GRID_COLUMNS = ("counts", "sums", "mins", "maxs", "firsts", "lasts")
 

@@ -13,7 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Literal, NamedTuple
+from typing import TYPE_CHECKING, Iterable, Literal, NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
@@ -22,19 +22,23 @@ from django.db.models import Count, F, FilteredRelation, Max, Q, QuerySet, Value
 from django.db.models.functions import NullIf
 from django.http import Http404
 
-from telemetry.api import buckets, window
 from telemetry.models import MIG_ID_SEPARATOR, Gpu, IngestCounter, Metric, device_key
 from telemetry.sql import sql_statement
 from telemetry.times import to_datetime, to_microseconds
 
+if TYPE_CHECKING:
+    from telemetry.api import buckets, window
+
 logger = logging.getLogger(__name__)
 
 Order = Literal["asc", "desc"]
-# A sample as a window returns it: (time as RFC 3339 text in UTC, metric id, value).
-Sample = window.Sample
+# A sample as a window lists it: (time as RFC 3339 text in UTC, metric id, value).
+Sample = tuple[str, int, float]
 
 # The aggregates a summary computes (buckets.summary_points).
-AGGREGATES = buckets.AGGREGATES
+AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "first", "last", "count", "sum")
+# window.py and buckets.py (numpy) are imported by the functions that use them: the streamer sets
+# Django up, and with it the admin and this module, and numpy would add 12 MiB to its memory.
 # A device's key: its (parent) GPU's UUID and its MIG GPU instance id, None for a whole GPU.
 DeviceKey = tuple[str, int | None]
 # The exporter's attribution of a reading (its label set's columns), which the API filters on.
@@ -246,6 +250,8 @@ def gpu_telemetry_samples(
     round trip less for the API). With `device_id`, a window without samples raises Http404 when
     no device has that id.
     """
+    from telemetry.api import window
+
     if (gpu_id is None) == (device_id is None):
         raise TypeError("give exactly one of gpu_id and device_id")
     if after is not None and before is not None:
@@ -302,6 +308,8 @@ def gpu_telemetry_summary(
     buckets.py merges them. `attribution` keeps only the samples of readings whose label set has
     that namespace, pod and container.
     """
+    from telemetry.api import buckets
+
     unknown = [name for name in aggregates if name not in AGGREGATES]
     if unknown or not aggregates:
         raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
@@ -320,6 +328,8 @@ def summary_partials(
     the bucket is a whole number of hours), then the rest of the window, a span at a time, from
     minute rollups and samples (summary.sql). The samples' first and last values are computed only
     where `aggregates` asks for them."""
+    from telemetry.api import buckets
+
     tier, parts, spans = rollup_tier(bucket_seconds), [], [(start, end)]
     if tier == "hour" and attribution == ANY_ATTRIBUTION:
         parts = [buckets.partials_of_row(row) for row in _fetchall("summary_hours", {"gpu_id": gpu_id, "start": start, "end": end})]

@@ -15,10 +15,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from telemetry.api.arrays import array_received
+from telemetry.api.selectors import Sample
 from telemetry.times import microseconds_rfc3339_short, to_datetime, to_microseconds
 
-# A sample: (time as RFC 3339 text in UTC, metric id, value).
-Sample = tuple[str, int, float]
 _HOUR_US = 3_600_000_000
 # Packed hours read per query for each so many readings wanted: an hour at a 30 s interval holds 120.
 _READINGS_PER_HOUR_READ = 120
