@@ -2,6 +2,9 @@
 
 - The summary reads rollup rows whole and merges them in the API (telemetry/api/buckets.py), so the
   function that unnested them cell by cell in the database goes.
+- telemetry_rollup_sent is a rollup row as the summary statements send it: its [metric id][slot]
+  grids in PostgreSQL's binary format (array_send), a cell without samples holding NaN so that
+  every element has the same width, and the slots [first_slot, end_slot) that [lo, hi] holds whole.
 - telemetry_readings_between bounds the packed hours by the hour of `lo` written with immutable
   functions (`date_trunc` of a timestamp at UTC): date_trunc(…, 'UTC') is only stable, so the
   planner could not leave out any partition of packed hours before `hi`, and planning a long
@@ -52,6 +55,27 @@ $$;
 """
 
 
+_ROLLUP_SENT = """
+CREATE FUNCTION telemetry_rollup_sent(period timestamptz, width integer, slots integer, lo timestamptz, hi timestamptz,
+                                      count_grid integer[], sum_grid double precision[], min_grid double precision[],
+                                      max_grid double precision[], first_grid double precision[], last_grid double precision[])
+RETURNS TABLE (slot_seconds integer, start double precision, first_slot integer, end_slot integer, metric_ids bytea,
+               first_ats bytea, last_ats bytea, counts bytea, sums bytea, mins bytea, maxs bytea, firsts bytea, lasts bytea)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT width, date_part('epoch', period),
+           greatest(0, ceil(date_part('epoch', lo - period) / width))::integer,
+           least(slots, floor(date_part('epoch', hi + interval '1 microsecond' - period) / width))::integer,
+           NULL::bytea, NULL::bytea, NULL::bytea,
+           array_send(count_grid), array_send(array_replace(sum_grid, NULL, 'NaN')),
+           array_send(array_replace(min_grid, NULL, 'NaN')), array_send(array_replace(max_grid, NULL, 'NaN')),
+           array_send(array_replace(first_grid, NULL, 'NaN')), array_send(array_replace(last_grid, NULL, 'NaN'))
+$$;
+"""
+_ROLLUP_SENT_DROP = """
+DROP FUNCTION telemetry_rollup_sent(timestamptz, integer, integer, timestamptz, timestamptz, integer[], double precision[],
+                                    double precision[], double precision[], double precision[], double precision[]);
+"""
+
 _READINGS_BETWEEN = """
 CREATE OR REPLACE FUNCTION telemetry_readings_between(gpu bigint, lo timestamptz, hi timestamptz, whole_hours_skipped boolean DEFAULT false)
 RETURNS TABLE ("timestamp" timestamptz, label_set_id bigint, "values" double precision[], packed boolean)
@@ -81,4 +105,5 @@ class Migration(migrations.Migration):
     operations = [
         migrations.RunSQL("DROP FUNCTION telemetry_summary_pieces(bigint, timestamptz, timestamptz, text);", _PIECES),
         migrations.RunSQL(_READINGS_BETWEEN, _READINGS_BETWEEN_BEFORE),
+        migrations.RunSQL(_ROLLUP_SENT, _ROLLUP_SENT_DROP),
     ]

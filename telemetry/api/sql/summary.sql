@@ -2,7 +2,8 @@
 -- part of the window read from minute rollups where they cover it whole (hour rollups are read first,
 -- by summary_hours.sql, and the rest of the window is asked here); telemetry/api/buckets.py merges
 -- them into the buckets. Rows of two kinds, arrays in PostgreSQL's binary format (array_send):
--- - a minute rollup's [metric id][minute] grids, cut to minutes [first_slot, end_slot) that the window holds whole;
+-- - a minute rollup's [metric id][minute] grids, cut to minutes [first_slot, end_slot) that the window holds
+--   whole (telemetry_rollup_sent, migration 0010);
 -- - one row of the other samples' partials per metric and bucket, with their oldest and newest times.
 -- With an attribution filter, only samples of readings whose label set has it (rollups keep no attribution).
 -- gpu_id; start, end: inclusive bounds; bucket_seconds; aggregates: those asked (the samples' first and
@@ -40,15 +41,9 @@ WITH samples AS (
     FROM samples AS s
     GROUP BY s.metric_id, date_bin(make_interval(secs => %(bucket_seconds)s), s.at, timestamptz 'epoch')
 )
--- A grid's cells without samples hold null sums and values, sent as NaN so every element has the same width.
-SELECT 60 AS slot_seconds, date_part('epoch', m.hour) AS start,
-       greatest(0, ceil(date_part('epoch', %(start)s::timestamptz - m.hour) / 60))::integer AS first_slot,
-       least(60, floor(date_part('epoch', %(end)s::timestamptz + interval '1 microsecond' - m.hour) / 60))::integer AS end_slot,
-       NULL::bytea AS metric_ids, NULL::bytea AS first_ats, NULL::bytea AS last_ats,
-       array_send(m.counts) AS counts, array_send(array_replace(m.sums, NULL, 'NaN')) AS sums,
-       array_send(array_replace(m.mins, NULL, 'NaN')) AS mins, array_send(array_replace(m.maxs, NULL, 'NaN')) AS maxs,
-       array_send(array_replace(m.firsts, NULL, 'NaN')) AS firsts, array_send(array_replace(m.lasts, NULL, 'NaN')) AS lasts
+SELECT g.*
 FROM telemetry_rollupminute AS m
+CROSS JOIN LATERAL telemetry_rollup_sent(m.hour, 60, 60, %(start)s, %(end)s, m.counts, m.sums, m.mins, m.maxs, m.firsts, m.lasts) AS g
 WHERE %(tier)s = 'minute' AND coalesce(%(namespace)s::text, %(pod)s::text, %(container)s::text) IS NULL
   AND m.gpu_id = %(gpu_id)s AND m.hour >= date_trunc('hour', %(start)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND m.hour <= %(end)s::timestamptz
 UNION ALL
