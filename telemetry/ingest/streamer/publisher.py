@@ -179,6 +179,9 @@ class BatchPublisher:
             headers={"samples": batch.samples},
             # What logs and monitors show of the task's argument, instead of a repr of its bytes.
             argsrepr=f"(<batch of {batch.samples} samples>,)",
+            kwargsrepr="{}",
+            # The queues were declared on connecting: kombu's check per message copied the queue each time.
+            declare=[],
         )
 
     def _held_samples(self) -> int:
