@@ -95,7 +95,7 @@ def _columns(parts: list[Partials], keep: np.ndarray | None = None) -> dict[str,
 @cache
 def _points_builder(aggregates: tuple[str, ...]) -> Callable[..., list[dict]]:
     """A function of the points' columns (times, then each aggregate's values) that lists them as
-    {"time": …, <aggregate>: …} points: a dict display built this way ran 2.5× faster than dict(zip())."""
+    {"time": …, <aggregate>: …} points: a dict display, faster than dict(zip()) (bench/README.md)."""
     if not set(aggregates) <= set(AGGREGATES):
         raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
     names = [f"v{i}" for i in range(len(aggregates))]

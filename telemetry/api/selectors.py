@@ -38,7 +38,7 @@ Sample = tuple[str, int, float]
 # The aggregates a summary computes (buckets.summary_points).
 AGGREGATES: tuple[str, ...] = ("avg", "min", "max", "first", "last", "count", "sum")
 # window.py and buckets.py (numpy) are imported by the functions that use them: the streamer sets
-# Django up, and with it the admin and this module, and numpy would add 12 MiB to its memory.
+# Django up, and with it the admin and this module, and must not carry numpy (bench/README.md).
 # A device's key: its (parent) GPU's UUID and its MIG GPU instance id, None for a whole GPU.
 DeviceKey = tuple[str, int | None]
 # The exporter's attribution of a reading (its label set's columns), which the API filters on.
