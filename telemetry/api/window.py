@@ -21,6 +21,8 @@ from telemetry.times import microseconds_rfc3339_short, to_datetime, to_microsec
 _HOUR_US = 3_600_000_000
 # Packed hours read per query for each so many readings wanted: an hour at a 30 s interval holds 120.
 _READINGS_PER_HOUR_READ = 120
+# Raw readings a query asks for at most, which bounds the grid it sends.
+_READINGS_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -123,12 +125,13 @@ Fetch = Callable[[datetime | str, datetime | str, bool, int, int], list[tuple]]
 
 def window_samples(walk: Walk, *, limit: int, metrics_known: int, fetch: Fetch) -> Samples:
     """The first `limit` samples of the walk, querying on from where the blocks read are complete until it has them."""
-    # Samples a reading holds: guessed at first, then as seen.
+    # Samples a reading holds: guessed at first, then as seen; a query that found none asks for twice
+    # as many readings the next time, so a metric that few readings hold takes few queries.
     per_reading = len(walk.metric_ids) if walk.metric_ids is not None else max(1, metrics_known)
     pages: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    taken = 0
+    taken = seen = 0
     while walk.start_us <= walk.end_us and taken < limit:
-        wanted = math.ceil((limit - taken) / per_reading) + 1
+        wanted = min(_READINGS_MAX, math.ceil((limit - taken) / per_reading) + 1)
         hours = 2 + wanted // _READINGS_PER_HOUR_READ
         rows = fetch(_param_time(walk.start_us), _param_time(walk.end_us), walk.descending, wanted, hours)
         if not rows:
@@ -145,8 +148,8 @@ def window_samples(walk: Walk, *, limit: int, metrics_known: int, fetch: Fetch) 
         index, metric_ids, values = part.samples(readings, attributed)
         pages.append((readings.times[index], metric_ids, values))
         taken += len(index)
-        if len(index):
-            per_reading = max(1.0, len(index) / len(np.unique(index)))
+        seen += int(np.count_nonzero((readings.times >= part.start_us) & (readings.times <= part.end_us)))
+        per_reading = taken / seen if taken else per_reading / 2
         if complete is None:
             break
         walk = replace(walk, **({"end_us": complete - 1} if walk.descending else {"start_us": complete + 1}))

@@ -3,13 +3,18 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from telemetry.api import selectors
 from telemetry.history.packing import hours_pack
 from telemetry.ingest.collector.services import samples_persist
+from telemetry.ingest.streamer.batching import BatchBuilder
+from telemetry.ingest.wire import Sample
 from telemetry.models import Gpu, LabelSet, Metric
 from telemetry.times import to_rfc3339_short
-from tests.history.history_data import POD, history_batch, readings_between
+from tests.history.history_data import POD, START_US, STEP_US, history_batch, readings_between
+from tests.ingest.factories import gpu
 
 pytestmark = pytest.mark.django_db
 
@@ -72,3 +77,20 @@ def test_the_page_before_a_position_is_the_samples_just_before_it(device):
         assert before == everything[max(0, at - 50):at][::-1]
         after = selectors.gpu_telemetry_window(gpu_id=device, after=position, order="desc", limit=50)
         assert after == everything[max(0, at - 50):at][::-1]
+
+
+def test_a_metric_few_readings_hold_is_walked_in_few_queries():
+    """One reading in 200 holds the rare metric: each query that finds none asks for twice the readings."""
+    builder = BatchBuilder()
+    for step in range(2000):
+        builder.add(Sample(gpu(0), "DCGM_FI_DEV_GPU_UTIL", START_US + step * STEP_US, float(step), None))
+        if step % 200 == 7:
+            builder.add(Sample(gpu(0), "DCGM_FI_RARE", START_US + step * STEP_US, float(step), None))
+    samples_persist(batch=builder.build(), max_per_gpu=0)
+    hours_pack(before=datetime(2025, 7, 18, 13, tzinfo=timezone.utc), chunk=10)  # packed, then raw
+    gpu_id, rare = Gpu.objects.get().id, Metric.objects.get(name="DCGM_FI_RARE").id
+    for order in ("asc", "desc"):
+        with CaptureQueriesContext(connection) as queries:
+            page = selectors.gpu_telemetry_window(gpu_id=gpu_id, metric_ids=[rare], order=order, limit=10)
+        assert sorted(value for _, _, value in page) == [float(step) for step in range(7, 2000, 200)]
+        assert len([q for q in queries if "telemetry_readinghour" in q["sql"]]) <= 8, order
