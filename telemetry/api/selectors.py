@@ -303,8 +303,8 @@ def gpu_telemetry_summary(
     """Aggregates of one device's samples in [start, end] per metric and bucket (aligned to the epoch).
 
     Returns, per metric id with samples, its points {"time": RFC 3339, <aggregate>: value, …}
-    oldest first, the aggregates in the order given. summary.sql reads the coarsest rollups that
-    cover parts of the window whole (`rollup_tier`) and the samples' partials elsewhere;
+    oldest first, the aggregates in the order given. summary_partials reads the coarsest rollups
+    that cover parts of the window whole (`rollup_tier`) and the samples' partials elsewhere;
     buckets.py merges them. `attribution` keeps only the samples of readings whose label set has
     that namespace, pod and container.
     """
