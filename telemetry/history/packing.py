@@ -8,7 +8,7 @@ same advisory lock, so neither sees half of the other. A per-device trim that mu
 packed hour unpacks it too (telemetry/ingest/collector/services.py).
 """
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from telemetry.history import partitions
 from telemetry.sql import sql_statement
-from telemetry.times import to_datetime, to_microseconds
+from telemetry.times import to_microseconds
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ LOCK_NAMESPACE = 0x7E1E
 # Readings this much younger than COMPRESS_AFTER are not packed yet, so a group holding only
 # newer ones needs no look at the packed hours (one packing run's clock against another's).
 UNPACK_MARGIN = timedelta(hours=1)
-US_PER_HOUR = 3_600_000_000
 
 _sql = lambda name: sql_statement(__file__, name)  # noqa: E731
 _DEVICES_TO_PACK = _sql("devices_to_pack")
@@ -91,14 +90,6 @@ def _chunk_pack(ids: list[int], days_with_readings: set[datetime], before: datet
     result.hours += hours
     result.samples += samples
     result.days.update(touched)
-
-
-def late_hours_unpack(cursor, readings: Iterable[tuple[int, int]]) -> int:
-    """Unpack the packed hours that these readings about to be stored, (GPU id, time in µs), fall in;
-    only readings old enough to be in one are looked at. Returns the hours unpacked."""
-    horizon_us = to_microseconds(packing_boundary() + UNPACK_MARGIN)
-    hours = sorted({(gpu_id, ts - ts % US_PER_HOUR) for gpu_id, ts in readings if ts < horizon_us})
-    return hours_unpack(cursor, [(gpu_id, to_datetime(hour)) for gpu_id, hour in hours]) if hours else 0
 
 
 def hours_unpack(cursor, hours: list[tuple[int, datetime]]) -> int:

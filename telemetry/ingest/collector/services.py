@@ -37,7 +37,7 @@ from telemetry.history import packing, partitions
 from telemetry.ingest.wire import NO_LABELS, Batch, GpuInfo, Labels
 from telemetry.models import Gpu, IngestCounter, LabelSet, Metric
 from telemetry.sql import sql_statement
-from telemetry.times import to_datetime
+from telemetry.times import to_datetime, to_microseconds
 
 if TYPE_CHECKING:  # numpy's module: only backfill loads it
     from telemetry.ingest.columns import ColumnBatch, StagedReadings
@@ -63,6 +63,8 @@ _TRIM_OLDEST = _sql("trim_oldest")
 _TRIM_PACKED = _sql("trim_packed")
 _GPUS_RECOUNT = _sql("gpus_recount")
 _READINGS_DELETE_OLDER = _sql("readings_delete_older")
+_STAGED_DEVICES_LOCK = _sql("staged_devices_lock")
+_STAGED_HOURS_PACKED = _sql("staged_hours_packed")
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,7 @@ class Group:
     attributes: dict[int, GpuInfo]
     metric_ids: set[int]
     label_set_ids: set[int]
+    oldest_us: int  # the oldest reading's time
 
 
 class ReferencesGone(RuntimeError):
@@ -321,7 +324,8 @@ class ReferencesGone(RuntimeError):
 
 def readings_of(batches: list[Batch]) -> Group:
     devices, metrics, label_sets = _reference_ids(batches)
-    group = Group({}, {}, set(metrics.values()), set(label_sets.values()))
+    group = Group({}, {}, set(metrics.values()), set(label_sets.values()),
+                  min((min(batch.ts) for batch in batches if batch.ts), default=0))
     for batch in batches:
         gpu_ids = [devices[gpu.uuid, gpu.mig_instance] for gpu in batch.gpus]
         readings_by_key(batch, gpu_ids, [metrics[name] for name in batch.metrics],
@@ -337,7 +341,7 @@ def column_readings_of(batch: "ColumnBatch") -> Group:
     metric_ids = [metrics[name] for name in batch.metrics]
     label_ids = [label_sets[labels] for labels in batch.labels]
     return Group(batch.staged(gpu_ids, metric_ids, label_ids), dict(zip(gpu_ids, batch.gpus)), set(metric_ids),
-                 set(label_ids))
+                 set(label_ids), int(batch.ts.min()) if len(batch.ts) else 0)
 
 
 def readings_by_key(batch: Batch, gpu_ids: list[int], metric_ids: list[int], label_ids: list[int],
@@ -412,7 +416,7 @@ def _readings_store(cursor, group: Group, max_per_gpu: int) -> tuple[int, int]:
     else:
         with cursor.copy(_STAGING_COPY_BINARY) as copy:
             copy.write(rows.copy_binary())
-    packing.late_hours_unpack(cursor, rows)
+    _late_hours_unpack(cursor, group.oldest_us)
     ids = sorted(group.attributes)
     devices = [group.attributes[gpu_id] for gpu_id in ids]
     cursor.execute(_READINGS_INSERT, {
@@ -433,6 +437,19 @@ def _readings_store(cursor, group: Group, max_per_gpu: int) -> tuple[int, int]:
     narrowest = (_narrowest_readings(rows) if isinstance(rows, dict) else rows.narrowest()) if over else None
     trimmed += _trim_exact(cursor, sorted(over.items()), narrowest)
     return stored, trimmed
+
+
+def _late_hours_unpack(cursor, oldest_us: int) -> None:
+    """Unpack the packed hours that staged readings fall in (a late sample's), under the devices'
+    packing lock; a group whose readings are all too young to be in one skips the look."""
+    horizon_us = to_microseconds(packing.packing_boundary() + packing.UNPACK_MARGIN)
+    if oldest_us >= horizon_us:
+        return
+    cursor.execute(_STAGED_DEVICES_LOCK, {"namespace": packing.LOCK_NAMESPACE, "horizon": horizon_us})
+    cursor.execute(_STAGED_HOURS_PACKED, {"horizon": horizon_us})
+    ids, hours = cursor.fetchone()
+    if ids:
+        packing.hours_unpack(cursor, list(zip(ids, hours)))
 
 
 def _narrowest_readings(rows: ReadingRows) -> dict[int, int]:
