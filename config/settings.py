@@ -213,6 +213,8 @@ CORS_URLS_REGEX = r"^/api/.*$"
 API_TOKEN = env_str("API_TOKEN", "")
 # /api/v1/metrics counts the whole sample table, so its totals are cached this long (0 = never cache).
 API_METRICS_CACHE_SECONDS = env_int("API_METRICS_CACHE_SECONDS", 30, minimum=0)
+# Each API process keeps the hour rollups it has decoded, up to this many MiB (0 = keep none).
+API_ROLLUP_CACHE_MB = env_int("API_ROLLUP_CACHE_MB", 32, minimum=0)
 # Django's cache: Redis when REDIS_URL is set (shared by every API process), else this process's memory.
 REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:

@@ -7,7 +7,7 @@ partial into its bucket. Partials never overlap in time: each sample is counted 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -46,23 +46,59 @@ class Partials:
         return len(self.counts)
 
 
-def partials_of_grid(*, start: float, slot_seconds: int, first_slot: int, end_slot: int, grids: Sequence[bytes]) -> Partials:
-    """The cells with samples of a rollup's [metric id][slot] grids, in slots [first_slot, end_slot)."""
-    counts, sums, mins, maxs, firsts, lasts = (
-        array_received(data, ">i4" if name == "counts" else ">f8")[:, first_slot:end_slot]
-        for name, data in zip(_GRID_COLUMNS, grids)
-    )
-    metrics, slots = np.nonzero(counts > 0)
-    at = start + (slots + first_slot) * float(slot_seconds)
-    covered = (round(start * 1e6) + first_slot * slot_seconds * 1_000_000, round(start * 1e6) + end_slot * slot_seconds * 1_000_000)
-    return Partials(True, covered, metrics + 1, at, at, *(grid[metrics, slots] for grid in (counts, sums, mins, maxs, firsts, lasts)))
+@dataclass(frozen=True)
+class Grids:
+    """A rollup row's [metric id][slot] grids, decoded: counts, then sums, mins, maxs, firsts and
+    lasts (NaN in a cell without samples). `start`: the first slot's start, in epoch seconds."""
+
+    start: float
+    slot_seconds: int
+    counts: np.ndarray
+    sums: np.ndarray
+    mins: np.ndarray
+    maxs: np.ndarray
+    firsts: np.ndarray
+    lasts: np.ndarray
+
+    @classmethod
+    def received(cls, *, start: float, slot_seconds: int, grids: Sequence[bytes]) -> Grids:
+        """The grids as the database sends them (telemetry_rollup_sent), in this machine's byte order."""
+        return cls(start, slot_seconds, *(
+            array_received(data, ">i4" if name == "counts" else ">f8").astype("=i4" if name == "counts" else "=f8")
+            for name, data in zip(_GRID_COLUMNS, grids)
+        ))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the grids and of their cells with samples (`whole`), once computed."""
+        whole = self.__dict__.get("whole")
+        return sum(getattr(self, name).nbytes for name in _GRID_COLUMNS) + (
+            0 if whole is None else sum(getattr(whole, name).nbytes for name in _COLUMNS))
+
+    @cached_property
+    def whole(self) -> Partials:
+        """The cells with samples in every slot: a summary wants every slot of most rows it reads."""
+        return self._cut(0, self.counts.shape[1])
+
+    def partials(self, first_slot: int, end_slot: int) -> Partials:
+        """The cells with samples in slots [first_slot, end_slot)."""
+        return self.whole if (first_slot, end_slot) == (0, self.counts.shape[1]) else self._cut(first_slot, end_slot)
+
+    def _cut(self, first_slot: int, end_slot: int) -> Partials:
+        counts, sums, mins, maxs, firsts, lasts = (getattr(self, name)[:, first_slot:end_slot] for name in _GRID_COLUMNS)
+        metrics, slots = np.nonzero(counts > 0)
+        at = self.start + (slots + first_slot) * float(self.slot_seconds)
+        start_us, slot_us = round(self.start * 1e6), self.slot_seconds * 1_000_000
+        covered = (start_us + first_slot * slot_us, start_us + end_slot * slot_us)
+        return Partials(True, covered, metrics + 1, at, at,
+                        *(grid[metrics, slots] for grid in (counts, sums, mins, maxs, firsts, lasts)))
 
 
 def partials_of_row(row: Sequence) -> Partials:
     """One row of summary.sql as partials: a rollup's grids, or the other samples' partials."""
     slot_seconds, start, first_slot, end_slot, metric_ids, first_at, last_at, *grids = row
     if slot_seconds is not None:
-        return partials_of_grid(start=start, slot_seconds=slot_seconds, first_slot=first_slot, end_slot=end_slot, grids=grids)
+        return Grids.received(start=start, slot_seconds=slot_seconds, grids=grids).partials(first_slot, end_slot)
     return Partials(
         False, None, array_received(metric_ids, ">i4"), array_received(first_at, ">f8"), array_received(last_at, ">f8"),
         *(array_received(data, ">i4" if name == "counts" else ">f8") for name, data in zip(_GRID_COLUMNS, grids)),

@@ -9,6 +9,7 @@ Each such query is a whole statement in telemetry/api/sql/, its parameters passe
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from telemetry.sql import sql_statement
 from telemetry.times import to_datetime, to_microseconds
 
 if TYPE_CHECKING:
-    from telemetry.api import buckets, window
+    from telemetry.api import buckets, hour_rollups, window
 
 logger = logging.getLogger(__name__)
 
@@ -299,6 +300,7 @@ def gpu_telemetry_summary(
     aggregates: list[str],
     metric_ids: list[int] | None = None,
     attribution: Attribution = ANY_ATTRIBUTION,
+    newest: datetime | None = None,
 ) -> dict[int, list[dict]]:
     """Aggregates of one device's samples in [start, end] per metric and bucket (aligned to the epoch).
 
@@ -306,7 +308,8 @@ def gpu_telemetry_summary(
     oldest first, the aggregates in the order given. summary_partials reads the coarsest rollups
     that cover parts of the window whole (`rollup_tier`) and the samples' partials elsewhere;
     buckets.py merges them. `attribution` keeps only the samples of readings whose label set has
-    that namespace, pod and container.
+    that namespace, pod and container. `newest`: the device's newest sample time (its last_seen),
+    after which nothing is read, where the caller knows it.
     """
     from telemetry.api import buckets
 
@@ -315,32 +318,50 @@ def gpu_telemetry_summary(
         raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
     return buckets.summary_points(
         summary_partials(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket_seconds, aggregates=aggregates,
-                         attribution=attribution),
+                         attribution=attribution, newest=newest),
         bucket_seconds=bucket_seconds, aggregates=aggregates, metric_ids=sorted(set(metric_ids)) if metric_ids else None,
     )
 
 
 def summary_partials(
     *, gpu_id: int, start: datetime, end: datetime, bucket_seconds: int, aggregates: Iterable[str] = AGGREGATES,
-    attribution: Attribution = ANY_ATTRIBUTION,
+    attribution: Attribution = ANY_ATTRIBUTION, newest: datetime | None = None,
 ) -> list[buckets.Partials]:
     """The partial aggregates a summary merges: the hour rollups' cells the window holds whole (where
     the bucket is a whole number of hours), then the rest of the window, a span at a time, from
     minute rollups and samples (summary.sql). The samples' first and last values are computed only
-    where `aggregates` asks for them."""
+    where `aggregates` asks for them. Hour rollups already decoded by this process and not written
+    since are not read again (hour_rollups.py); with `newest`, nothing after it is asked for."""
     from telemetry.api import buckets
 
     tier, parts, spans = rollup_tier(bucket_seconds), [], [(start, end)]
     if tier == "hour" and attribution == ANY_ATTRIBUTION:
-        parts = [buckets.partials_of_row(row) for row in _fetchall("summary_hours", {"gpu_id": gpu_id, "start": start, "end": end})]
-        spans = [(to_datetime(lo), to_datetime(hi)) for lo, hi in buckets.spans_uncovered(
-            to_microseconds(start), to_microseconds(end), [part.covered_us for part in parts])]
+        from telemetry.api import hour_rollups
+
+        def fetch_days(held_days: list[int], held_versions: list[str]) -> list[tuple]:
+            return _fetchall("summary_hours", {"gpu_id": gpu_id, "start": start, "end": end, "held_days": held_days,
+                                               "held_versions": held_versions})
+
+        start_us, end_us = to_microseconds(start), to_microseconds(end)
+        parts = hour_rollups.hour_partials(_held_days(), gpu_id=gpu_id, start_us=start_us, end_us=end_us, fetch=fetch_days)
+        spans = [(to_datetime(lo), to_datetime(hi))
+                 for lo, hi in buckets.spans_uncovered(start_us, end_us, [part.covered_us for part in parts])]
+    if newest is not None:  # a span after the device's newest sample holds none: not asked
+        spans = [(lo, min(hi, newest)) for lo, hi in spans if lo <= newest]
     for lo, hi in spans:
         parts += [buckets.partials_of_row(row) for row in _fetchall("summary", {
             "gpu_id": gpu_id, "start": lo, "end": hi, "bucket_seconds": bucket_seconds, "aggregates": list(aggregates),
             "tier": "raw" if tier == "raw" else "minute", **attribution.params(),
         })]
     return parts
+
+
+@functools.cache
+def _held_days() -> hour_rollups.HeldDays:
+    """This process's decoded hour rollups (telemetry/api/hour_rollups.py)."""
+    from telemetry.api import hour_rollups
+
+    return hour_rollups.HeldDays(settings.API_ROLLUP_CACHE_MB * 2**20)
 
 
 def rollup_tier(bucket_seconds: int) -> str:

@@ -89,6 +89,7 @@ class GpuTelemetrySummaryView(APIView):
         points = selectors.gpu_telemetry_summary(
             gpu_id=gpu.id, start=query["start_time"], end=query["end_time"], bucket_seconds=query["bucket_seconds"],
             aggregates=query["agg"], metric_ids=query["metric_ids"], attribution=query["attribution"],
+            newest=gpu.last_seen,
         )
         return HttpResponse(SummarySerializer.write(gpu=id, query=query, points=points), content_type="application/json")
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from telemetry.api.buckets import Partials, partials_of_grid, spans_uncovered, summary_points
+from telemetry.api.buckets import Grids, Partials, spans_uncovered, summary_points
 from tests.api.test_arrays import sent
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +17,7 @@ def grid_bytes(counts: list[list[int]], values: list[list[float]]) -> list[bytes
 
 def test_a_grid_is_cut_to_its_slots_and_its_cells_with_samples():
     grids = grid_bytes([[1, 0, 2, 1], [0, 3, 0, 0]], [[1.0, float("nan"), 2.0, 3.0], [float("nan"), 4.0, float("nan"), float("nan")]])
-    cells = partials_of_grid(start=3600.0, slot_seconds=60, first_slot=1, end_slot=3, grids=grids)
+    cells = Grids.received(start=3600.0, slot_seconds=60, grids=grids).partials(1, 3)
     assert cells.from_rollup and cells.metric_ids.tolist() == [1, 2]
     assert cells.first_at.tolist() == [3600 + 120, 3600 + 60] and cells.counts.tolist() == [2, 3]
     assert cells.sums.tolist() == [2.0, 4.0] and cells.covered_us == (3_660_000_000, 3_780_000_000)
@@ -40,7 +40,7 @@ def samples_partials(rows: list[tuple]) -> Partials:
 def test_buckets_merge_partials_with_the_oldest_first_and_the_newest_last():
     # A bucket of 300 s from 0: samples at 5 s and 290 s around the rollup's minutes (60 to 180 s).
     parts = [
-        partials_of_grid(start=60.0, slot_seconds=60, first_slot=0, end_slot=2, grids=grid_bytes([[2, 2]], [[10.0, 20.0]])),
+        Grids.received(start=60.0, slot_seconds=60, grids=grid_bytes([[2, 2]], [[10.0, 20.0]])).partials(0, 2),
         samples_partials([(1, 5.0, 5.0, 1, 7.0, 7.0, 7.0, 7.0, 7.0), (1, 290.0, 290.0, 1, 1.0, 1.0, 1.0, 1.0, 1.0),
                           (2, 310.0, 320.0, 2, 9.0, 4.0, 5.0, 4.0, 5.0)]),
     ]

@@ -42,7 +42,9 @@ def expected_summary(gpu_id: int, start: datetime, end: datetime, bucket: int) -
 
 
 def summary(gpu_id: int, start: datetime, end: datetime, bucket: int) -> dict[int, list[dict]]:
-    return gpu_telemetry_summary(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket, aggregates=AGGREGATES)
+    """The API's summary, which reads nothing after the device's last_seen."""
+    return gpu_telemetry_summary(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket, aggregates=AGGREGATES,
+                                 newest=Gpu.objects.get(id=gpu_id).last_seen)
 
 
 def assert_equal(got: dict, want: dict, context: str) -> None:
