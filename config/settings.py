@@ -92,6 +92,13 @@ else:
 # (set-returning functions count as 1,000 rows) made PostgreSQL spend longer compiling than running them.
 _OPTIONS = DATABASES["default"].setdefault("OPTIONS", {})
 _OPTIONS["options"] = f"{_OPTIONS.get('options', '')} -c jit=off".strip()
+# The API's hottest statements (telemetry.api.selectors.PREPARED) are prepared once per connection,
+# which spares their planning on every request. Set false behind a pooler that cannot hold prepared
+# statements (PgBouncer in transaction mode before 1.21).
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
+if DATABASE_PREPARED_STATEMENTS:
+    # Django turns psycopg's preparing off (None); its own cursors bind on the client and never prepare.
+    _OPTIONS["prepare_threshold"] = 5
 
 # --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ---
 # Without CELERY_BROKER_URL the embedded default is an in-process broker (memory://), served by

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Iterable, Literal, NamedTuple
 
+import psycopg
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -61,8 +62,29 @@ class Attribution:
 ANY_ATTRIBUTION = Attribution()
 
 
+# Statements run prepared (DATABASE_PREPARED_STATEMENTS): each plan, made without the parameters'
+# values, was checked to hold for any of them, and planning had been a third of a window's statement.
+PREPARED = frozenset({"window_readings", "summary_hours", "gpu_by_key"})
+
+
+class _PreparingCursor(psycopg.Cursor):
+    """Parameters bound by the server, and each statement prepared on the connection the first time it runs."""
+
+    def execute(self, query, params=None, **kwargs):
+        return super().execute(query, params, prepare=True, **kwargs)
+
+
+def _cursor(name: str):
+    # Where statements are logged (DEBUG, a test capturing them) they run unprepared: Django cannot
+    # show a prepared statement's text.
+    if name not in PREPARED or not settings.DATABASE_PREPARED_STATEMENTS or connection.queries_logged:
+        return connection.cursor()
+    connection.ensure_connection()
+    return connection.make_cursor(_PreparingCursor(connection.connection))
+
+
 def _fetchall(name: str, params: dict | None = None) -> list[tuple]:
-    with connection.cursor() as cursor:
+    with _cursor(name) as cursor:
         cursor.execute(sql_statement(__file__, name), params)
         return cursor.fetchall()
 

@@ -69,6 +69,33 @@ def test_pages_hold_every_sample_once_in_order(device, limit):
         assert walked(device, limit=limit, order="desc", **window) == expected[::-1]
 
 
+def prepared_window_plans() -> tuple[int, int]:
+    """(generic, custom) plans this session's prepared window statements have run."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0) FROM pg_prepared_statements "
+                       "WHERE statement LIKE '%%telemetry_readinghour%%'")
+        return cursor.fetchone()
+
+
+def test_a_plan_made_without_the_parameters_walks_both_ways(device):
+    """The statement is prepared, and PostgreSQL may run one plan for every direction and bound."""
+    everything = expected_samples(device, None, None, None, None)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    for limit in (7, 500, 10_000):
+        assert walked(device, limit=limit, order="asc") == everything
+        assert walked(device, limit=limit, order="desc") == everything[::-1]
+    generic, custom = prepared_window_plans()
+    assert generic > 0 and custom == 0
+
+
+def test_the_window_statement_is_not_prepared_when_the_setting_is_off(device, settings):
+    settings.DATABASE_PREPARED_STATEMENTS = False
+    before = prepared_window_plans()
+    assert walked(device, limit=500, order="asc") == expected_samples(device, None, None, None, None)
+    assert prepared_window_plans() == before
+
+
 def test_the_page_before_a_position_is_the_samples_just_before_it(device):
     everything = expected_samples(device, None, None, None, None)
     for at in (0, 17, len(everything) // 2, len(everything) - 1):

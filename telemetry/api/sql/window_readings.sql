@@ -1,7 +1,8 @@
 -- One device's readings in [start, end] nearest `start` (oldest first) or nearest `end` (newest first, `descending`),
 -- raw and packed alike, as blocks that telemetry/api/window.py turns into samples. Arrays in PostgreSQL's
 -- binary format (array_send), a missing value sent as NaN so every element has the same width:
--- - one row of raw readings, at most `readings` of them in the walk's order: times (epoch microseconds),
+-- - one row of raw readings, at most `readings` of them in the walk's order: times (timestamptz, which
+--   array_send writes as microseconds since 2000-01-01),
 --   label set ids (0: none) and a [reading][metric id] grid;
 -- - a row per packed hour that meets the window, at most `hours` of them in the walk's order: its
 --   hour (epoch microseconds), times (microseconds after it), label set ids and [metric id][reading] grid.
@@ -20,25 +21,30 @@ WITH device AS (
           AND (%(pod)s::text IS NULL OR l.pod = %(pod)s::text)
           AND (%(container)s::text IS NULL OR l.container = %(container)s::text)
     ) END AS label_set_ids
-), raw AS (
+), in_range AS NOT MATERIALIZED (
     SELECT r."timestamp", r.label_set_id, r."values"
     FROM telemetry_reading AS r
     WHERE r.gpu_id = (SELECT id FROM device)
       AND r."timestamp" >= %(start)s::timestamptz AND r."timestamp" <= %(end)s::timestamptz
       AND ((SELECT label_set_ids FROM attribution) IS NULL OR r.label_set_id = ANY ((SELECT label_set_ids FROM attribution)::bigint[]))
-    -- A constant key folds away when planned: the (gpu_id, timestamp) index is walked one way.
-    ORDER BY CASE WHEN NOT %(descending)s THEN r."timestamp" END, CASE WHEN %(descending)s THEN r."timestamp" END DESC
-    LIMIT %(readings)s
-), packed AS (
+), raw AS (
+    -- One branch per direction, the other skipped as it starts: each walks the (gpu_id, timestamp)
+    -- index one way, so the plan holds for any parameters (the API prepares this statement).
+    (SELECT * FROM in_range WHERE NOT %(descending)s ORDER BY "timestamp" LIMIT %(readings)s)
+    UNION ALL
+    (SELECT * FROM in_range WHERE %(descending)s ORDER BY "timestamp" DESC LIMIT %(readings)s)
+), hours_in_range AS NOT MATERIALIZED (
     SELECT h.hour, h.times, h.label_set_ids, h."values"
     FROM telemetry_readinghour AS h
     WHERE h.gpu_id = (SELECT id FROM device)
       AND h.hour >= date_trunc('hour', %(start)s::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND h.hour <= %(end)s::timestamptz
-    ORDER BY CASE WHEN NOT %(descending)s THEN h.hour END, CASE WHEN %(descending)s THEN h.hour END DESC
-    LIMIT %(hours)s
+), packed AS (
+    (SELECT * FROM hours_in_range WHERE NOT %(descending)s ORDER BY hour LIMIT %(hours)s)
+    UNION ALL
+    (SELECT * FROM hours_in_range WHERE %(descending)s ORDER BY hour DESC LIMIT %(hours)s)
 )
 SELECT NULL::bigint AS hour,
-       array_send(array_agg((extract(epoch FROM r."timestamp") * 1000000)::bigint)) AS times,
+       array_send(array_agg(r."timestamp")) AS times,
        array_send(array_agg(coalesce(r.label_set_id, 0))) AS label_set_ids,
        -- Each reading's values padded to the highest metric id, so that they stack into one grid.
        array_send(array_agg(array_replace(
