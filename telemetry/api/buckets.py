@@ -6,11 +6,14 @@ partial into its bucket. Partials never overlap in time: each sample is counted 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+import time
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Callable, Sequence
 
 import numpy as np
+import orjson
 
 from telemetry.api.arrays import array_received
 from telemetry.api.selectors import AGGREGATES
@@ -49,7 +52,8 @@ class Partials:
 @dataclass(frozen=True)
 class Grids:
     """A rollup row's [metric id][slot] grids, decoded: counts, then sums, mins, maxs, firsts and
-    lasts (NaN in a cell without samples). `start`: the first slot's start, in epoch seconds."""
+    lasts (NaN in a cell without samples). `start`: the first slot's start, in epoch seconds.
+    `written`: the points of every slot, a bucket each, as JSON by metric id, per aggregates asked."""
 
     start: float
     slot_seconds: int
@@ -59,6 +63,7 @@ class Grids:
     maxs: np.ndarray
     firsts: np.ndarray
     lasts: np.ndarray
+    written: dict[tuple[str, ...], dict[int, bytes]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def received(cls, *, start: float, slot_seconds: int, grids: Sequence[bytes]) -> Grids:
@@ -70,10 +75,19 @@ class Grids:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the grids and of their cells with samples (`whole`), once computed."""
+        """Bytes of the grids, of their cells with samples (`whole`) once computed, and of the points written."""
         whole = self.__dict__.get("whole")
         return sum(getattr(self, name).nbytes for name in _GRID_COLUMNS) + (
-            0 if whole is None else sum(getattr(whole, name).nbytes for name in _COLUMNS))
+            0 if whole is None else sum(getattr(whole, name).nbytes for name in _COLUMNS)) + sum(
+            len(text) for by_metric in self.written.values() for text in by_metric.values())
+
+    def points_written(self, aggregates: tuple[str, ...]) -> dict[int, bytes]:
+        """The points of every slot, each its own bucket, as a JSON array per metric id (summary_points's)."""
+        by_metric = self.written.get(aggregates)
+        if by_metric is None:
+            points = summary_points([self.whole], bucket_seconds=self.slot_seconds, aggregates=aggregates)
+            by_metric = self.written[aggregates] = {metric_id: orjson.dumps(run) for metric_id, run in points.items()}
+        return by_metric
 
     @cached_property
     def whole(self) -> Partials:
@@ -178,3 +192,51 @@ def summary_points(
     series_starts = np.flatnonzero(np.r_[True, group_metrics[1:] != group_metrics[:-1]])
     bounds = np.r_[series_starts, len(group_metrics)].tolist()
     return {metric_id: points[lo:hi] for metric_id, lo, hi in zip(group_metrics[series_starts].tolist(), bounds, bounds[1:])}
+
+
+@dataclass(frozen=True)
+class WrittenDay:
+    """A day whose points (hour buckets) are already written as JSON by metric id, from its held hour rollups."""
+
+    day: int  # epoch seconds
+    by_metric: dict[int, bytes]
+
+    @property
+    def covered_us(self) -> tuple[int, int]:
+        return self.day * 1_000_000, (self.day + 86_400) * 1_000_000
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric's points oldest first, in runs: lists of point dicts, or a day's points written as a JSON array."""
+
+    runs: tuple[list[dict] | bytes, ...]
+
+    def points(self) -> list[dict]:
+        return [point for run in self.runs for point in (orjson.loads(run) if isinstance(run, bytes) else run)]
+
+    def json(self) -> orjson.Fragment:
+        """The points as one JSON array, the written runs as they are."""
+        items = [(run if isinstance(run, bytes) else orjson.dumps(run))[1:-1] for run in self.runs]
+        return orjson.Fragment(b"[" + b",".join(item for item in items if item) + b"]")
+
+
+def series_merged(points: dict[int, list[dict]], days: Sequence[WrittenDay], metric_ids: Sequence[int] | None = None
+                  ) -> dict[int, Series]:
+    """Each metric's points and its written days in time order: no point falls in a written day."""
+    runs: dict[int, list] = {metric_id: [] for metric_id in points}
+    at = dict.fromkeys(points, 0)
+    for day in sorted(days, key=lambda one: one.day):
+        # A day's first bucket as summary_points writes it: times of one format sort as text.
+        day_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day.day))
+        for metric_id, text in day.by_metric.items():
+            if metric_ids is not None and metric_id not in metric_ids:
+                continue
+            own, lo = points.get(metric_id, []), at.get(metric_id, 0)
+            cut = bisect.bisect_left(own, day_text, lo=lo, key=lambda point: point["time"])
+            runs.setdefault(metric_id, []).extend([own[lo:cut], text] if cut > lo else [text])
+            at[metric_id] = cut
+    for metric_id, own in points.items():
+        if at[metric_id] < len(own):
+            runs[metric_id].append(own[at[metric_id]:])
+    return {metric_id: Series(tuple(metric_runs)) for metric_id, metric_runs in sorted(runs.items())}

@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
-from telemetry.api.buckets import Grids, Partials
+from telemetry.api.buckets import Grids, Partials, WrittenDay
 
 DAY_SECONDS = 86_400
 HOUR_SECONDS = 3_600
@@ -28,7 +28,8 @@ class HeldDays:
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._days: OrderedDict[tuple[int, int], tuple[str, Grids]] = OrderedDict()
+        # (device id, day) → (version, grids, the bytes they were counted at)
+        self._days: OrderedDict[tuple[int, int], tuple[str, Grids, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()  # the development server answers requests in threads
 
@@ -40,23 +41,24 @@ class HeldDays:
                 entry = self._days.get((gpu_id, day))
                 if entry is not None:
                     self._days.move_to_end((gpu_id, day))
-                    found[day] = entry
+                    found[day] = entry[:2]
             return found
 
     def keep(self, gpu_id: int, day: int, version: str, grids: Grids) -> None:
-        """Hold a day's grids, and with them their cells (`Grids.whole`)."""
+        """Hold a day's grids, and with them their cells (`Grids.whole`); again once they have grown."""
         grids.whole  # noqa: B018 -- computed now, so that the bytes held count it
-        if grids.nbytes > self._max_bytes:
-            return
+        size = grids.nbytes
         with self._lock:
             old = self._days.pop((gpu_id, day), None)
             if old is not None:
-                self._bytes -= old[1].nbytes
-            self._days[gpu_id, day] = (version, grids)
-            self._bytes += grids.nbytes
+                self._bytes -= old[2]
+            if size > self._max_bytes:
+                return
+            self._days[gpu_id, day] = (version, grids, size)
+            self._bytes += size
             while self._bytes > self._max_bytes:
-                _, (_, dropped) = self._days.popitem(last=False)
-                self._bytes -= dropped.nbytes
+                _, (_, _, dropped) = self._days.popitem(last=False)
+                self._bytes -= dropped
 
     @property
     def nbytes(self) -> int:
@@ -66,9 +68,12 @@ class HeldDays:
         return len(self._days)
 
 
-def hour_partials(held: HeldDays, *, gpu_id: int, start_us: int, end_us: int, fetch: FetchDays) -> list[Partials]:
+def hour_partials(held: HeldDays, *, gpu_id: int, start_us: int, end_us: int, fetch: FetchDays,
+                  written: tuple[str, ...] | None = None) -> list[Partials | WrittenDay]:
     """The cells of the hours that [start_us, end_us] (inclusive) holds whole, a Partials per day
-    with an hour rollup, oldest first; days decoded before and not written since are not sent again."""
+    with an hour rollup, oldest first; days decoded before and not written since are not sent again.
+    With `written` (aggregates, for a summary in hour buckets) a day held whole comes as its points,
+    written as JSON once per process and aggregates."""
     first_day = start_us // 1_000_000 // DAY_SECONDS * DAY_SECONDS
     holding = held.held(gpu_id, range(first_day, end_us // 1_000_000 + 1, DAY_SECONDS))
     rows = fetch(list(holding), [version for version, _ in holding.values()])
@@ -83,5 +88,11 @@ def hour_partials(held: HeldDays, *, gpu_id: int, start_us: int, end_us: int, fe
         day_us = day * 1_000_000
         first_slot = max(0, -((day_us - start_us) // _US_PER_HOUR))
         end_slot = min(24, (end_us + 1 - day_us) // _US_PER_HOUR)
-        parts.append(grids.partials(first_slot, end_slot))
+        if written is not None and (first_slot, end_slot) == (0, 24):
+            grown = written not in grids.written
+            parts.append(WrittenDay(day, grids.points_written(written)))
+            if grown:
+                held.keep(gpu_id, day, version, grids)
+        else:
+            parts.append(grids.partials(first_slot, end_slot))
     return parts

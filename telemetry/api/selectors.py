@@ -323,11 +323,11 @@ def gpu_telemetry_summary(
     metric_ids: list[int] | None = None,
     attribution: Attribution = ANY_ATTRIBUTION,
     newest: datetime | None = None,
-) -> dict[int, list[dict]]:
+) -> dict[int, buckets.Series]:
     """Aggregates of one device's samples in [start, end] per metric and bucket (aligned to the epoch).
 
     Returns, per metric id with samples, its points {"time": RFC 3339, <aggregate>: value, …}
-    oldest first, the aggregates in the order given. summary_partials reads the coarsest rollups
+    oldest first, the aggregates in the order given (a Series: `points()`, or `json()` as written). summary_partials reads the coarsest rollups
     that cover parts of the window whole (`rollup_tier`) and the samples' partials elsewhere;
     buckets.py merges them. `attribution` keeps only the samples of readings whose label set has
     that namespace, pod and container. `newest`: the device's newest sample time (its last_seen),
@@ -338,22 +338,25 @@ def gpu_telemetry_summary(
     unknown = [name for name in aggregates if name not in AGGREGATES]
     if unknown or not aggregates:
         raise ValueError(f"aggregates must be some of {AGGREGATES}, not {aggregates!r}")
-    return buckets.summary_points(
-        summary_partials(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket_seconds, aggregates=aggregates,
-                         attribution=attribution, newest=newest),
-        bucket_seconds=bucket_seconds, aggregates=aggregates, metric_ids=sorted(set(metric_ids)) if metric_ids else None,
-    )
+    # In hour buckets, each hour rollup cell is a point: a day's points are written once and kept.
+    parts = summary_partials(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket_seconds, aggregates=aggregates,
+                             attribution=attribution, newest=newest, written=bucket_seconds == 3600)
+    metric_ids = sorted(set(metric_ids)) if metric_ids else None
+    points = buckets.summary_points([part for part in parts if isinstance(part, buckets.Partials)],
+                                    bucket_seconds=bucket_seconds, aggregates=aggregates, metric_ids=metric_ids)
+    return buckets.series_merged(points, [part for part in parts if isinstance(part, buckets.WrittenDay)], metric_ids)
 
 
 def summary_partials(
     *, gpu_id: int, start: datetime, end: datetime, bucket_seconds: int, aggregates: Iterable[str] = AGGREGATES,
-    attribution: Attribution = ANY_ATTRIBUTION, newest: datetime | None = None,
-) -> list[buckets.Partials]:
+    attribution: Attribution = ANY_ATTRIBUTION, newest: datetime | None = None, written: bool = False,
+) -> list[buckets.Partials | buckets.WrittenDay]:
     """The partial aggregates a summary merges: the hour rollups' cells the window holds whole (where
     the bucket is a whole number of hours), then the rest of the window, a span at a time, from
     minute rollups and samples (summary.sql). The samples' first and last values are computed only
     where `aggregates` asks for them. Hour rollups already decoded by this process and not written
-    since are not read again (hour_rollups.py); with `newest`, nothing after it is asked for."""
+    since are not read again (hour_rollups.py); with `newest`, nothing after it is asked for.
+    `written` (buckets of an hour): the days held whole come as their points, written as JSON."""
     from telemetry.api import buckets
 
     tier, parts, spans = rollup_tier(bucket_seconds), [], [(start, end)]
@@ -365,7 +368,8 @@ def summary_partials(
                                                "held_versions": held_versions})
 
         start_us, end_us = to_microseconds(start), to_microseconds(end)
-        parts = hour_rollups.hour_partials(_held_days(), gpu_id=gpu_id, start_us=start_us, end_us=end_us, fetch=fetch_days)
+        parts = hour_rollups.hour_partials(_held_days(), gpu_id=gpu_id, start_us=start_us, end_us=end_us, fetch=fetch_days,
+                                           written=tuple(aggregates) if written else None)
         spans = [(to_datetime(lo), to_datetime(hi))
                  for lo, hi in buckets.spans_uncovered(start_us, end_us, [part.covered_us for part in parts])]
     if newest is not None:  # a span after the device's newest sample holds none: not asked

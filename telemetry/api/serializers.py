@@ -15,6 +15,7 @@ import orjson
 from rest_framework import serializers
 
 from telemetry.api import selectors
+from telemetry.api.buckets import Series
 from telemetry.api.selectors import AGGREGATES, MIG_INSTANCE_MAX
 from telemetry.api.window import Samples
 from telemetry.models import Gpu
@@ -440,11 +441,12 @@ class SummarySerializer(serializers.Serializer):
         }
 
     @staticmethod
-    def write(*, gpu: str, query: dict, points: dict[int, list[dict]]) -> bytes:
+    def write(*, gpu: str, query: dict, points: dict[int, Series]) -> bytes:
         """The summary as JSON: a series per metric with points, by metric name."""
         return orjson.dumps({
             "gpu": gpu, "bucket": query["bucket"], "aggregates": query["agg"],
             "start_time": to_rfc3339(query["start_time"]), "end_time": to_rfc3339(query["end_time"]),
-            "series": [{"metric": name, "points": series} for name, series in
-                       sorted((selectors.metric_name(metric_id), series) for metric_id, series in points.items())],
+            "series": [{"metric": name, "points": series.json()} for name, series in
+                       sorted(((selectors.metric_name(metric_id), series) for metric_id, series in points.items()),
+                              key=lambda named: named[0])],
         })

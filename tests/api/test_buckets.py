@@ -1,8 +1,10 @@
 """Partial aggregates, rollup grids and samples' partials alike, merged into a summary's buckets."""
 import numpy as np
+import orjson
 import pytest
 
-from telemetry.api.buckets import Grids, Partials, spans_uncovered, summary_points
+
+from telemetry.api.buckets import Grids, Partials, Series, WrittenDay, series_merged, spans_uncovered, summary_points
 from tests.api.test_arrays import sent
 
 pytestmark = pytest.mark.django_db
@@ -56,3 +58,33 @@ def test_buckets_merge_partials_with_the_oldest_first_and_the_newest_last():
         2: [{"time": "1970-01-01T00:05:00Z", "count": 2}]}
     assert summary_points(parts, bucket_seconds=300, aggregates=["count"], metric_ids=[3]) == {}
     assert summary_points([], bucket_seconds=60, aggregates=["count"]) == {}
+
+
+def test_a_grids_points_written_are_its_slots_as_buckets():
+    grids = Grids.received(start=86400.0, slot_seconds=3600, grids=grid_bytes([[1, 0, 2], [0, 3, 0]], [[1.0, 0.0, 2.0], [0.0, 4.0, 0.0]]))
+    grids.whole  # noqa: B018 -- its cells, counted before
+    before = grids.nbytes
+    written = grids.points_written(("max", "count"))
+    assert {metric_id: orjson.loads(text) for metric_id, text in written.items()} == summary_points(
+        [grids.whole], bucket_seconds=3600, aggregates=["max", "count"])
+    assert grids.points_written(("max", "count")) is written  # written once
+    assert grids.nbytes == before + sum(map(len, written.values()))
+
+
+def point(hour: int, value: float) -> dict:
+    return {"time": f"1970-01-0{1 + hour // 24}T{hour % 24:02d}:00:00Z", "max": value}
+
+
+def test_written_days_fall_in_order_among_the_points_computed():
+    # Metric 1: a point before the 2nd, one on the 3rd; metric 2 only on the written day; metric 3 only computed.
+    computed = {1: [point(20, 1.0), point(50, 3.0)], 3: [point(5, 9.0)]}
+    day = WrittenDay(86400, {1: orjson.dumps([point(24, 2.0), point(25, 2.5)]), 2: orjson.dumps([point(30, 7.0)])})
+    merged = series_merged(computed, [day])
+    assert {metric_id: series.points() for metric_id, series in merged.items()} == {
+        1: [point(20, 1.0), point(24, 2.0), point(25, 2.5), point(50, 3.0)], 2: [point(30, 7.0)], 3: [point(5, 9.0)]}
+    for series in merged.values():
+        assert orjson.loads(orjson.dumps({"points": series.json()}))["points"] == series.points()
+    # Asked for some metrics, the computed points are already theirs (summary_points): days keep theirs too.
+    only = series_merged({}, [day], metric_ids=[2])
+    assert {metric_id: series.points() for metric_id, series in only.items()} == {2: [point(30, 7.0)]}
+    assert orjson.dumps(Series(([], b"[]")).json()) == b"[]"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from telemetry.api import hour_rollups, selectors
+from telemetry.api.buckets import WrittenDay
 from telemetry.history.packing import hours_pack
 from telemetry.ingest.collector.services import samples_persist
 from telemetry.models import Gpu
@@ -76,3 +77,20 @@ def test_the_least_recently_read_day_leaves_first_when_the_bytes_are_spent():
     hour_rollups.hour_partials(held, gpu_id=gpu_id, start_us=WINDOW[0], end_us=WINDOW[1], fetch=reads)
     assert len(reads.sent) == 1  # the newer day was held; the older one is read again, and replaces it
     assert hour_rollups.HeldDays(0).held(gpu_id, [0]) == {}
+
+
+def test_points_written_for_a_day_count_in_the_bytes_held():
+    samples_persist(batch=history_batch(hours=27, start_us=START_US, step_us=20_000_000), max_per_gpu=0)
+    hours_pack(before=MIDNIGHT, chunk=10)
+    gpu_id = Gpu.objects.order_by("id").first().id
+    held, reads = hour_rollups.HeldDays(2**20), Reads(gpu_id)
+    hour_rollups.hour_partials(held, gpu_id=gpu_id, start_us=WINDOW[0], end_us=WINDOW[1], fetch=reads)
+    decoded = held.nbytes
+    parts = hour_rollups.hour_partials(held, gpu_id=gpu_id, start_us=WINDOW[0], end_us=WINDOW[1], fetch=reads,
+                                       written=("avg", "max"))
+    # The 18th is held whole: its points, written; the 17th's last two hours stay cells.
+    (day,) = [part for part in parts if isinstance(part, WrittenDay)]
+    assert day.day == int(MIDNIGHT.timestamp()) - 86400 and reads.sent == []
+    assert held.nbytes == decoded + sum(map(len, day.by_metric.values()))
+    hour_rollups.hour_partials(held, gpu_id=gpu_id, start_us=WINDOW[0], end_us=WINDOW[1], fetch=reads, written=("avg", "max"))
+    assert held.nbytes == decoded + sum(map(len, day.by_metric.values()))  # written once

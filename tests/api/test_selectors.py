@@ -133,9 +133,9 @@ def expected_summary(gpu_id, start, end, bucket_seconds, aggregates, metric_ids=
 def test_summary_matches_buckets_computed_from_the_readings(gappy, bucket_seconds, aggregates):
     start, end = T0, T0 + timedelta(minutes=5)
     for metric_ids in (None, list(Metric.objects.filter(name__in=METRICS[:2]).values_list("id", flat=True))):
-        got = selectors.gpu_telemetry_summary(
+        got = {metric_id: series.points() for metric_id, series in selectors.gpu_telemetry_summary(
             gpu_id=gappy, start=start, end=end, bucket_seconds=bucket_seconds, aggregates=aggregates, metric_ids=metric_ids,
-        )
+        ).items()}
         expected = expected_summary(gappy, start, end, bucket_seconds, aggregates, metric_ids)
         assert got.keys() == expected.keys() and got
         for metric_id, points in got.items():
@@ -153,7 +153,7 @@ def test_summary_window_bounds_are_inclusive(gappy):
     everything = samples(gpu_id=gappy)
     start, end = everything[40][0], everything[-40][0]
     points = selectors.gpu_telemetry_summary(gpu_id=gappy, start=start, end=end, bucket_seconds=86400, aggregates=["count"])
-    assert sum(series[0]["count"] for series in points.values()) == len([s for s in everything if start <= s[0] <= end])
+    assert sum(series.points()[0]["count"] for series in points.values()) == len([s for s in everything if start <= s[0] <= end])
 
 
 def test_latest_is_exact_for_metrics_missing_from_the_newest_readings(gappy):
@@ -222,7 +222,7 @@ def test_window_and_summary_of_an_attribution_are_those_of_the_readings_that_car
     summary = selectors.gpu_telemetry_summary(
         gpu_id=gpu_id, start=T0, end=T0 + timedelta(hours=1), bucket_seconds=3600, aggregates=["count", "sum"], attribution=chosen,
     )
-    counts = {metric_id: points[0]["count"] for metric_id, points in summary.items()}
+    counts = {metric_id: series.points()[0]["count"] for metric_id, series in summary.items()}
     assert counts == {m: sum(1 for _, mm, _ in carrying if mm == m) for m in {m for _, m, _ in carrying}}
 
 

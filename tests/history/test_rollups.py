@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from telemetry.api.buckets import WrittenDay
 from telemetry.api.selectors import gpu_telemetry_summary, summary_partials
 from telemetry.history.packing import hours_pack
 from telemetry.ingest.collector.services import samples_persist
@@ -43,8 +44,9 @@ def expected_summary(gpu_id: int, start: datetime, end: datetime, bucket: int) -
 
 def summary(gpu_id: int, start: datetime, end: datetime, bucket: int) -> dict[int, list[dict]]:
     """The API's summary, which reads nothing after the device's last_seen."""
-    return gpu_telemetry_summary(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket, aggregates=AGGREGATES,
-                                 newest=Gpu.objects.get(id=gpu_id).last_seen)
+    series = gpu_telemetry_summary(gpu_id=gpu_id, start=start, end=end, bucket_seconds=bucket, aggregates=AGGREGATES,
+                                   newest=Gpu.objects.get(id=gpu_id).last_seen)
+    return {metric_id: one.points() for metric_id, one in series.items()}
 
 
 def assert_equal(got: dict, want: dict, context: str) -> None:
@@ -63,8 +65,19 @@ def pieces(bucket: int) -> tuple[int, int]:
     return sum(len(p) for p in parts if p.from_rollup), sum(len(p) for p in parts if not p.from_rollup)
 
 
+def written_days(start: datetime, end: datetime) -> list[datetime]:
+    """The days a summary in hour buckets over [start, end] answers with points written before."""
+    parts = summary_partials(gpu_id=Gpu.objects.order_by("id").first().id, start=start, end=end, bucket_seconds=3600,
+                             aggregates=AGGREGATES, written=True)
+    return [EPOCH + timedelta(seconds=part.day) for part in parts if isinstance(part, WrittenDay)]
+
+
 def check_random_windows(rng: random.Random, count: int = 25) -> None:
     for gpu_id in Gpu.objects.values_list("id", flat=True):
+        # The whole 18th in hour buckets, twice: a day held whole is written as JSON once, then read as written.
+        start, end = MIDNIGHT - timedelta(days=1, minutes=30), MIDNIGHT + timedelta(minutes=30)
+        for _ in range(2):
+            assert_equal(summary(gpu_id, start, end, 3600), expected_summary(gpu_id, start, end, 3600), f"gpu {gpu_id}, the 18th")
         for _ in range(count):
             start = datetime.fromtimestamp(START_US / 1e6 + rng.uniform(-600, 27 * 3600), tz=timezone.utc)
             end = start + timedelta(seconds=rng.choice([59, 61, 3600, 5400, 4 * 3600, 30 * 3600]) + rng.uniform(0, 120))
@@ -87,6 +100,7 @@ def test_summaries_from_rollups_equal_the_raw_computation():
     # The rollups answer, not the samples (3 a minute): an hour's cell, else a minute's.
     assert pieces(3600)[1] == pieces(60)[1] == 0 and pieces(3600)[0] * 50 < pieces(60)[0] < pieces(1)[1] / 2
     check_random_windows(rng)
+    assert written_days(MIDNIGHT - timedelta(days=1), MIDNIGHT) == [MIDNIGHT - timedelta(days=1)]
 
     # Late samples in packed hours (new times and duplicates) unpack them and the day's hour rollup.
     samples_persist(batch=history_batch(hours=2, start_us=START_US + 5 * 3_600_000_000 + 7_000_000, seed=3,
