@@ -62,8 +62,8 @@ class Attribution:
 ANY_ATTRIBUTION = Attribution()
 
 
-# Statements run prepared (DATABASE_PREPARED_STATEMENTS): each plan, made without the parameters'
-# values, was checked to hold for any of them, and planning had been a third of a window's statement.
+# Statements run prepared (DATABASE_PREPARED_STATEMENTS), so that a request does not plan them
+# again: each plan, made without the parameters' values, was checked to hold for any of them.
 PREPARED = frozenset({"window_readings", "summary_hours", "gpu_by_key"})
 
 
@@ -327,7 +327,8 @@ def gpu_telemetry_summary(
     """Aggregates of one device's samples in [start, end] per metric and bucket (aligned to the epoch).
 
     Returns, per metric id with samples, its points {"time": RFC 3339, <aggregate>: value, …}
-    oldest first, the aggregates in the order given (a Series: `points()`, or `json()` as written). summary_partials reads the coarsest rollups
+    oldest first, the aggregates in the order given (a Series: `points()`, or `json()` to write).
+    summary_partials reads the coarsest rollups
     that cover parts of the window whole (`rollup_tier`) and the samples' partials elsewhere;
     buckets.py merges them. `attribution` keeps only the samples of readings whose label set has
     that namespace, pod and container. `newest`: the device's newest sample time (its last_seen),
