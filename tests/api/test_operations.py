@@ -50,6 +50,8 @@ def test_not_ready_names_postgresql_when_the_database_is_unreachable(client):
     try:
         response = client.get("/ready")
         api_response = client.get("/api/v1/gpus")
+        # A prepared statement's cursor (selectors.PREPARED) fails the same way as Django's own.
+        window_response = client.get("/api/v1/gpus/GPU-5fd4f087-86f3-7a43-b711-4771313afc50/telemetry")
     finally:
         connection.close()
         connection.settings_dict["PORT"] = port
@@ -57,6 +59,7 @@ def test_not_ready_names_postgresql_when_the_database_is_unreachable(client):
     assert response.json()["unreachable"] == ["PostgreSQL"]
     # The API says "retry" rather than failing with a 500.
     assert api_response.status_code == 503 and api_response["Retry-After"] == "5"
+    assert window_response.status_code == 503 and window_response["Retry-After"] == "5"
     assert client.get("/ready").status_code == 200
 
 
