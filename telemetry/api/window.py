@@ -63,6 +63,15 @@ class Samples:
             texts = [f"{t}Z" for t in np.datetime_as_string((distinct // 1_000_000).astype("datetime64[s]")).tolist()]
         return texts, position
 
+    def time_column(self) -> np.ndarray:
+        """Each sample's time for orjson to write as an array: whole seconds as datetime64[s],
+        which it writes as RFC 3339 with a Z, else as RFC 3339 text (fraction trimmed)."""
+        whole_seconds = not (self.times % 1_000_000).any()
+        if whole_seconds and (not len(self) or self.times.max() < _DATETIME64_WRITTEN_BEFORE_US):
+            return (self.times // 1_000_000).astype("datetime64[s]")
+        texts, position = self.time_texts()
+        return np.array(texts, dtype=object)[position]
+
     def rows(self) -> list[Sample]:
         texts, position = self.time_texts()
         return list(zip([texts[i] for i in position.tolist()], self.metric_ids.tolist(), self.values.tolist()))
@@ -185,6 +194,8 @@ def _param_time(timestamp_us: int) -> datetime | str:
     return "infinity" if timestamp_us >= MAX_US else to_datetime(timestamp_us)
 
 
-# Open bounds of a walk, outside every time a datetime holds.
-MIN_US = to_microseconds(datetime(1, 1, 2, tzinfo=timezone.utc))
-MAX_US = to_microseconds(datetime(9999, 12, 30, tzinfo=timezone.utc))
+# Open bounds of a walk, just outside every time a datetime holds.
+MIN_US = to_microseconds(datetime.min.replace(tzinfo=timezone.utc)) - 1
+MAX_US = to_microseconds(datetime.max.replace(tzinfo=timezone.utc)) + 1
+# orjson writes a datetime64 only before 9999-12-30 22:00, short of the last times a datetime holds.
+_DATETIME64_WRITTEN_BEFORE_US = to_microseconds(datetime(9999, 12, 30, tzinfo=timezone.utc))

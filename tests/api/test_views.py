@@ -7,6 +7,7 @@ import pytest
 from django.test import override_settings
 
 from telemetry.models import Gpu, Metric, Reading
+from telemetry.times import to_microseconds
 from tests.api.conftest import GPU_HOST, GPU_UUID, store_samples
 
 pytestmark = pytest.mark.django_db
@@ -319,6 +320,27 @@ def test_series_pages_walk_exactly_the_samples_of_sample_pages(gappy, api, param
         assert sorted(series_rows(back_series["series"])) == sorted(as_rows(back_samples["results"]))
         assert link_query(back_series["previous"]) == link_query(back_samples["previous"])
     assert back_series["series"] and back_series == series[0]
+
+
+@pytest.mark.parametrize("times", [
+    ["2025-07-18T20:42:40Z", "2025-07-18T20:42:50Z"],  # whole seconds: written from numpy's datetime64
+    ["2025-07-18T20:42:40Z", "2025-07-18T20:42:40.25Z"],  # a fraction: written as text
+    ["9999-12-30T23:00:00Z", "9999-12-31T23:59:59Z"],  # the last day: beyond what orjson writes of a datetime64
+])
+def test_series_times_are_written_as_the_samples_shape_writes_them(sample_data, api, times):
+    moments = [datetime.fromisoformat(t) for t in times]
+    store_samples(uuid="GPU-times", hostname=GPU_HOST, index=5,
+                  rows=[(metric, to_microseconds(moment), 1.5) for moment in moments for metric in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP")])
+    url = "/api/v1/gpus/GPU-times/telemetry"
+    window = {"start_time": times[0], "end_time": times[-1]}
+    samples = api.get(url, window).json()["results"]
+    series = api.get(url, {**window, "shape": "series"}).json()["series"]
+    assert [r["timestamp"] for r in samples] == [t for t in times for _ in range(2)]
+    assert [s["times"] for s in series] == [times, times]
+    assert sorted(series_rows(series)) == sorted(as_rows(samples))
+    # An open window holds them too, the last times a datetime holds included, walked either way.
+    assert api.get(url).json()["results"] == samples
+    assert api.get(url, {"order": "desc", "limit": 1}).json()["results"] == samples[-1:]
 
 
 def test_series_of_a_window_without_samples_is_empty(sample_data, api):
