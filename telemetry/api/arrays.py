@@ -18,3 +18,12 @@ def array_received(data: bytes, dtype: str) -> np.ndarray:
     shape = struct.unpack_from(f">{2 * dimensions}i", data, 12)[0::2]
     elements = np.frombuffer(data, dtype=np.dtype([("length", ">i4"), ("value", dtype)]), offset=12 + 8 * dimensions)
     return elements["value"].reshape(shape)
+
+
+# PostgreSQL's binary timestamptz counts microseconds from 2000-01-01 UTC.
+_POSTGRES_EPOCH_US = 946_684_800_000_000
+
+
+def timestamps_received(data: bytes) -> np.ndarray:
+    """An array of timestamptz in PostgreSQL's binary format, as int64 microseconds since the Unix epoch."""
+    return _POSTGRES_EPOCH_US + array_received(data, ">i8").astype(np.int64)

@@ -1,7 +1,8 @@
-"""A summary's buckets, merged from the partial aggregates summary.sql reads: rollup grids and the other samples' partials.
+"""A summary's buckets, merged from partial aggregates: rollup grids, and the partials of the readings no rollup stands for.
 
 The database sends each rollup row's grids whole, where unnesting them cell by cell and grouping
-the cells there cost most of a long summary; numpy cuts them to the window and merges every
+the cells there cost most of a long summary, and the other readings as one grid, where grouping
+their samples there cost most of a short one; numpy cuts and groups them and merges every
 partial into its bucket. Partials never overlap in time: each sample is counted by exactly one.
 """
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Callable, Sequence
 import numpy as np
 import orjson
 
-from telemetry.api.arrays import array_received
+from telemetry.api.arrays import array_received, timestamps_received
 from telemetry.api.selectors import AGGREGATES
 
-# summary.sql's columns, in order.
+# A rollup's grids (telemetry_rollup_sent's columns after the slots), in order.
 _GRID_COLUMNS = ("counts", "sums", "mins", "maxs", "firsts", "lasts")
 
 
@@ -108,14 +109,35 @@ class Grids:
                         *(grid[metrics, slots] for grid in (counts, sums, mins, maxs, firsts, lasts)))
 
 
-def partials_of_row(row: Sequence) -> Partials:
-    """One row of summary.sql as partials: a rollup's grids, or the other samples' partials."""
-    slot_seconds, start, first_slot, end_slot, metric_ids, first_at, last_at, *grids = row
-    if slot_seconds is not None:
-        return Grids.received(start=start, slot_seconds=slot_seconds, grids=grids).partials(first_slot, end_slot)
+def partials_of_rollup(row: Sequence) -> Partials:
+    """One row of summary_minutes.sql (telemetry_rollup_sent) as partials: the cells of the grids' slots it was cut to."""
+    slot_seconds, start, first_slot, end_slot, _metric_ids, _first_at, _last_at, *grids = row
+    return Grids.received(start=start, slot_seconds=slot_seconds, grids=grids).partials(first_slot, end_slot)
+
+
+def partials_of_readings(times: bytes, grid: bytes, *, bucket_seconds: int) -> Partials:
+    """The row of summary_readings.sql as partials: its samples' count, sum, min, max, first and last per
+    metric and bucket (buckets aligned to the Unix epoch), with the times of each one's oldest and newest."""
+    at_us = timestamps_received(times)
+    values = array_received(grid, ">f8").astype(np.float64)
+    # Metric by metric, each one's samples in time order (the readings come oldest first).
+    columns, rows = np.nonzero(~np.isnan(values.T))
+    at, value = at_us[rows], values[rows, columns]
+    if not len(at):
+        return Partials(False, None, columns, *(np.empty(0) for _ in range(2)), np.empty(0, np.int32),
+                        *(np.empty(0) for _ in range(5)))
+    if not (np.diff(at_us) > 0).all():
+        # Where readings share a time, the first is the smallest value of the oldest time and the last
+        # the largest of the newest, as min() and max() of [time, value] order them.
+        order = np.lexsort((value, at, columns))
+        columns, at, value = columns[order], at[order], value[order]
+    bucket = at // (bucket_seconds * 1_000_000)
+    starts = np.flatnonzero(np.r_[True, (columns[1:] != columns[:-1]) | (bucket[1:] != bucket[:-1])])
+    ends = np.r_[starts[1:], len(at)] - 1
     return Partials(
-        False, None, array_received(metric_ids, ">i4"), array_received(first_at, ">f8"), array_received(last_at, ">f8"),
-        *(array_received(data, ">i4" if name == "counts" else ">f8") for name, data in zip(_GRID_COLUMNS, grids)),
+        False, None, columns[starts] + 1, at[starts] / 1e6, at[ends] / 1e6, np.diff(np.r_[starts, len(at)]).astype(np.int32),
+        np.add.reduceat(value, starts), np.minimum.reduceat(value, starts), np.maximum.reduceat(value, starts),
+        value[starts], value[ends],
     )
 
 

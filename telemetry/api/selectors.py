@@ -354,10 +354,11 @@ def summary_partials(
 ) -> list[buckets.Partials | buckets.WrittenDay]:
     """The partial aggregates a summary merges: the hour rollups' cells the window holds whole (where
     the bucket is a whole number of hours), then the rest of the window, a span at a time, from
-    minute rollups and samples (summary.sql). The samples' first and last values are computed only
-    where `aggregates` asks for them. Hour rollups already decoded by this process and not written
-    since are not read again (hour_rollups.py); with `newest`, nothing after it is asked for.
-    `written` (buckets of an hour): the days held whole come as their points, written as JSON."""
+    minute rollups (summary_minutes.sql, where the bucket is a whole number of minutes and no
+    attribution is asked) and the readings they do not stand for (summary_readings.sql). Hour rollups
+    already decoded by this process and not written since are not read again (hour_rollups.py); with
+    `newest`, nothing after it is asked for. `written` (buckets of an hour): the days held whole come
+    as their points, written as JSON."""
     from telemetry.api import buckets
 
     tier, parts, spans = rollup_tier(bucket_seconds), [], [(start, end)]
@@ -375,11 +376,13 @@ def summary_partials(
                  for lo, hi in buckets.spans_uncovered(start_us, end_us, [part.covered_us for part in parts])]
     if newest is not None:  # a span after the device's newest sample holds none: not asked
         spans = [(lo, min(hi, newest)) for lo, hi in spans if lo <= newest]
+    minutes = tier != "raw" and attribution == ANY_ATTRIBUTION
     for lo, hi in spans:
-        parts += [buckets.partials_of_row(row) for row in _fetchall("summary", {
-            "gpu_id": gpu_id, "start": lo, "end": hi, "bucket_seconds": bucket_seconds, "aggregates": list(aggregates),
-            "tier": "raw" if tier == "raw" else "minute", **attribution.params(),
-        })]
+        if minutes:
+            parts += [buckets.partials_of_rollup(row) for row in _fetchall("summary_minutes", {"gpu_id": gpu_id, "start": lo, "end": hi})]
+        parts += [buckets.partials_of_readings(times, grid, bucket_seconds=bucket_seconds) for times, grid in _fetchall(
+            "summary_readings", {"gpu_id": gpu_id, "start": lo, "end": hi, "tier": "raw" if tier == "raw" else "minute",
+                                 **attribution.params()})]
     return parts
 
 

@@ -14,13 +14,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from telemetry.api.arrays import array_received
+from telemetry.api.arrays import array_received, timestamps_received
 from telemetry.api.selectors import Sample
 from telemetry.times import microseconds_rfc3339_short, to_datetime, to_microseconds
 
 _HOUR_US = 3_600_000_000
-# PostgreSQL's binary timestamptz counts microseconds from 2000-01-01 UTC.
-_POSTGRES_EPOCH_US = 946_684_800_000_000
 # Packed hours read per query for each so many readings wanted: an hour at a 30 s interval holds 120.
 _READINGS_PER_HOUR_READ = 120
 # Raw readings a query asks for at most, which bounds the grid it sends.
@@ -80,7 +78,7 @@ class Samples:
 def readings_of_row(hour: int | None, times: bytes, label_set_ids: bytes, grid: bytes) -> Readings:
     """A row of window_readings.sql: the raw readings (hour None) or a packed hour ([metric][reading] grid)."""
     if hour is None:
-        return Readings(_POSTGRES_EPOCH_US + array_received(times, ">i8"), array_received(label_set_ids, ">i8"),
+        return Readings(timestamps_received(times), array_received(label_set_ids, ">i8"),
                         array_received(grid, ">f8"))
     return Readings(hour + array_received(times, ">i8"), array_received(label_set_ids, ">i8"), array_received(grid, ">f8").T)
 

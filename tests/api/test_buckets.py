@@ -4,14 +4,23 @@ import orjson
 import pytest
 
 
-from telemetry.api.buckets import Grids, Partials, Series, WrittenDay, series_merged, spans_uncovered, summary_points
+from telemetry.api.buckets import (
+    Grids,
+    Partials,
+    Series,
+    WrittenDay,
+    partials_of_readings,
+    series_merged,
+    spans_uncovered,
+    summary_points,
+)
 from tests.api.test_arrays import sent
 
 pytestmark = pytest.mark.django_db
 
 
 def grid_bytes(counts: list[list[int]], values: list[list[float]]) -> list[bytes]:
-    """A rollup row's six grids as summary.sql sends them; sums, mins, maxs, firsts and lasts all `values`."""
+    """A rollup row's six grids as telemetry_rollup_sent sends them; sums, mins, maxs, firsts and lasts all `values`."""
     literal = "ARRAY[" + ",".join("ARRAY[" + ",".join(f"'{v}'" for v in row) + "]" for row in values) + "]::float8[]"
     count_literal = "ARRAY[" + ",".join("ARRAY[" + ",".join(map(str, row)) + "]" for row in counts) + "]::integer[]"
     return [sent(count_literal)] + [sent(literal)] * 5
@@ -31,6 +40,39 @@ def test_the_spans_left_to_read_are_those_the_rollups_do_not_cover():
     assert spans_uncovered(0, 99, [(10, 20), (20, 30), (50, 60)]) == [(0, 9), (30, 49), (60, 99)]
     # A day whose hours the window holds none of covers nothing.
     assert spans_uncovered(0, 99, [(40, 40), (90, 100)]) == [(0, 89)]
+
+
+def readings_bytes(times: list[str], values: list[list[float | None]]) -> tuple[bytes, bytes]:
+    """Readings as summary_readings.sql sends them: timestamptz times and a [reading][metric] grid, NaN for none."""
+    times_literal = "ARRAY[" + ",".join(f"'{t}'" for t in times) + "]::timestamptz[]"
+    grid_literal = "ARRAY[" + ",".join("ARRAY[" + ",".join("'NaN'" if v is None else f"'{v}'" for v in row) + "]"
+                                       for row in values) + "]::float8[]"
+    return sent(times_literal), sent(grid_literal)
+
+
+def partial_rows(partials: Partials) -> set[tuple]:
+    return set(zip(*(getattr(partials, name).tolist() for name in (
+        "metric_ids", "first_at", "last_at", "counts", "sums", "mins", "maxs", "firsts", "lasts"))))
+
+
+def test_readings_are_grouped_per_metric_and_bucket_with_their_first_and_last():
+    # Buckets of a minute: readings at 10 s, 50 s and 70 s, and two at 110 s (raw and packed alike).
+    times = ["1970-01-01T00:00:10Z", "1970-01-01T00:00:50Z", "1970-01-01T00:01:10Z", "1970-01-01T00:01:50Z",
+             "1970-01-01T00:01:50Z"]
+    values = [[1.0, None], [3.0, 8.0], [None, 4.0], [6.0, 2.0], [5.0, None]]
+    partials = partials_of_readings(*readings_bytes(times, values), bucket_seconds=60)
+    assert not partials.from_rollup and partials.covered_us is None
+    assert partial_rows(partials) == {
+        (1, 10.0, 50.0, 2, 4.0, 1.0, 3.0, 1.0, 3.0),
+        (2, 50.0, 50.0, 1, 8.0, 8.0, 8.0, 8.0, 8.0),
+        (2, 70.0, 110.0, 2, 6.0, 2.0, 4.0, 4.0, 2.0),
+        # Two samples at 110 s: the newest is the larger, as max() of [time, value] picks it.
+        (1, 110.0, 110.0, 2, 11.0, 5.0, 6.0, 5.0, 6.0),
+    }
+    # Before the epoch, a bucket still starts at a whole minute.
+    early = partials_of_readings(*readings_bytes(["1969-12-31T23:59:30Z", "1970-01-01T00:00:30Z"], [[1.0], [2.0]]),
+                                 bucket_seconds=60)
+    assert partial_rows(early) == {(1, -30.0, -30.0, 1, 1.0, 1.0, 1.0, 1.0, 1.0), (1, 30.0, 30.0, 1, 2.0, 2.0, 2.0, 2.0, 2.0)}
 
 
 def samples_partials(rows: list[tuple]) -> Partials:

@@ -2,7 +2,7 @@
 -- version, and its whole [metric id][hour] grids as telemetry_rollup_sent sends them (migration
 -- 0010), unless the caller already holds that version of the day (telemetry/api/hour_rollups.py).
 -- A row's version is its xmin and ctid: every write of the row changes them. The rest of the
--- window is summary.sql's.
+-- window is summary_minutes.sql's and summary_readings.sql's.
 -- gpu_id; start, end: inclusive bounds; held_days, held_versions: the (day, version) pairs held.
 SELECT date_part('epoch', d.day)::bigint AS day, d.xmin::text || '/' || d.ctid::text AS version,
        g.counts, g.sums, g.mins, g.maxs, g.firsts, g.lasts
