@@ -64,7 +64,7 @@ ANY_ATTRIBUTION = Attribution()
 
 # Statements run prepared (DATABASE_PREPARED_STATEMENTS), so that a request does not plan them
 # again: each plan, made without the parameters' values, was checked to hold for any of them.
-PREPARED = frozenset({"window_readings", "summary_hours", "gpu_by_key"})
+PREPARED = frozenset({"window_readings", "summary_hours", "summary_minutes", "summary_readings", "gpu_by_key"})
 
 
 class _PreparingCursor(psycopg.Cursor):

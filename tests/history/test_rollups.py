@@ -6,6 +6,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from django.db import connection
 
 from telemetry.api.buckets import WrittenDay
 from telemetry.api.selectors import gpu_telemetry_summary, summary_partials
@@ -116,3 +117,12 @@ def test_summaries_from_rollups_equal_the_raw_computation():
     samples_persist(batch=history_batch(hours=0.05, start_us=START_US + 28 * 3_600_000_000, step_us=20_000_000),
                     max_per_gpu=min(Gpu.objects.values_list("sample_count", flat=True)) - 3000)
     check_random_windows(rng)
+
+    # The statements are prepared, and PostgreSQL may run plans made without the parameters: the same answers.
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    check_random_windows(rng)
+    for statement in ("telemetry_rollup_sent(m.hour, 60", "telemetry_readings_between"):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT sum(generic_plans) FROM pg_prepared_statements WHERE statement LIKE %s", [f"%{statement}%"])
+            assert cursor.fetchone()[0] > 0, statement
