@@ -3,9 +3,10 @@
 `python -m bench.history [--smoke] [--report PATH]`: GPUs × 10 metrics every 10 s over 30 days (about
 10M samples; realistic values: constant, two-valued, slowly varying and noisy metrics), written
 through the collector's write path in 20,000-sample groups, then:
-- ingest with day partitions against the same table unpartitioned, alternating, same run;
-- one GPU's 1 h window through the API, raw, then packed (as fast?);
-- packing (`compress`'s code) and bytes per packed sample;
+- ingest with day partitions against the same table unpartitioned, in pairs, same run;
+- one GPU's 1 h window through the API, on a packed hour and on a raw one, requests interleaved
+  (as fast?): every day but the last is packed first;
+- packing the rest (`compress`'s code) and bytes per packed sample;
 - a summary over 30 days in 1 h buckets through the API, answered from the rollups;
 - dropping a day's partition of packed hours, its samples taken off the devices' counts.
 """
@@ -34,14 +35,15 @@ class Workload:
     days: int
     requests: int
     ingest_days: int  # of the partitioned/unpartitioned comparison, each run
+    ingest_pairs: int
 
     @property
     def samples(self) -> int:
         return self.gpus * len(METRICS) * self.days * 86400 // STEP_S
 
 
-FULL = Workload(gpus=4, days=30, requests=200, ingest_days=3)
-SMOKE = Workload(gpus=2, days=2, requests=20, ingest_days=1)
+FULL = Workload(gpus=4, days=30, requests=500, ingest_days=3, ingest_pairs=4)
+SMOKE = Workload(gpus=2, days=2, requests=20, ingest_days=1, ingest_pairs=1)
 
 # Swaps telemetry_reading for an unpartitioned table of the same columns and indexes, partition
 # creation made a no-op; and back. Bench-only: the product's tables are always partitioned.
@@ -105,20 +107,25 @@ def execute(statement: str) -> None:
 
 
 def ingest_comparison(workload: Workload) -> dict:
-    """The collector's write path into day partitions and into one unpartitioned table, alternating."""
+    """The collector's write path into day partitions and into one unpartitioned table, in pairs
+    run back to back (ABBA order, so drift within the run favours neither); the ratio is the
+    median of the pairs' ratios, so one slow run (the machine is shared) moves it little."""
     batches = list(groups(workload.gpus, 0, workload.ingest_days))
     rates: dict[str, list[float]] = {"partitioned": [], "unpartitioned": []}
-    for layout in ("partitioned", "unpartitioned") * 2:
-        harness.tables_truncate()
-        if layout == "unpartitioned":
-            execute(_UNPARTITIONED)
-        stored, seconds = store(batches)
-        if layout == "unpartitioned":
-            execute(_PARTITIONED)
-        rates[layout].append(stored / seconds)
-    partitioned, unpartitioned = (statistics.median(rates[k]) for k in ("partitioned", "unpartitioned"))
-    return {"partitioned_samples_per_s": partitioned, "unpartitioned_samples_per_s": unpartitioned,
-            "ratio": partitioned / unpartitioned, "runs": rates, "samples": sum(map(len, batches))}
+    for pair in range(workload.ingest_pairs):
+        for layout in ("partitioned", "unpartitioned")[::1 if pair % 2 == 0 else -1]:
+            harness.tables_truncate()
+            if layout == "unpartitioned":
+                execute(_UNPARTITIONED)
+            stored, seconds = store(batches)
+            if layout == "unpartitioned":
+                execute(_PARTITIONED)
+            rates[layout].append(stored / seconds)
+    ratios = [p / u for p, u in zip(rates["partitioned"], rates["unpartitioned"])]
+    return {"partitioned_samples_per_s": statistics.median(rates["partitioned"]),
+            "unpartitioned_samples_per_s": statistics.median(rates["unpartitioned"]),
+            "ratio": statistics.median(ratios), "pair_ratios": ratios, "runs": rates,
+            "samples": sum(map(len, batches))}
 
 
 def relation_bytes(table: str) -> int:
@@ -133,33 +140,60 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def latency(client, path: str, params: dict, requests: int) -> dict:
-    """p50/p99 in ms of `requests` GETs after a fifth as many to warm up."""
-    timings = []
-    for i in range(requests + requests // 5):
-        began = time.perf_counter()
-        response = client.get(path, params)
-        if response.status_code != 200:
-            raise RuntimeError(f"{path} answered {response.status_code}: {response.content[:300]!r}")
-        if i >= requests // 5:
-            timings.append((time.perf_counter() - began) * 1000)
-    return {"p50_ms": percentile(timings, 0.5), "p99_ms": percentile(timings, 0.99), "requests": requests}
+def latencies(client, requests: dict[str, tuple[str, dict]], rounds: int) -> dict[str, dict]:
+    """p50/p99 in ms of each named GET, asked in turn round by round (`rounds` of them after a
+    fifth as many to warm up), so that all are measured in the same minutes."""
+    timings: dict[str, list[float]] = {name: [] for name in requests}
+    for i in range(rounds + rounds // 5):
+        for name, (path, params) in requests.items():
+            began = time.perf_counter()
+            response = client.get(path, params)
+            if response.status_code != 200:
+                raise RuntimeError(f"{path} answered {response.status_code}: {response.content[:300]!r}")
+            if i >= rounds // 5:
+                timings[name].append((time.perf_counter() - began) * 1000)
+    return {name: {"p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99), "requests": rounds}
+            for name, ms in timings.items()}
 
 
 def window_latency(client, uuid: str, workload: Workload) -> dict:
-    """One GPU's 1 h windows (3,600 samples), at random hours of the data."""
+    """One GPU's 1 h window (3,600 samples) in each shape, on a random packed hour (before the last
+    day) and a random raw one (in the last day), interleaved: {"raw"|"packed": {shape: p50/p99}}."""
     rng = random.Random(3)
-    timings = {}
+    hours = {"packed": START + timedelta(hours=rng.randrange(0, (workload.days - 1) * 24)),
+             "raw": START + timedelta(days=workload.days - 1, hours=rng.randrange(0, 24))}
+    timings: dict[str, dict] = {tier: {"hour": began.isoformat()} for tier, began in hours.items()}
     for shape in ("samples", "series"):
-        began = START + timedelta(hours=rng.randrange(0, workload.days * 24 - 1))
-        params = {"start_time": began.isoformat(), "end_time": (began + timedelta(seconds=3599)).isoformat(),
-                  "limit": 3600, "shape": shape}
-        timings[shape] = latency(client, f"/api/v1/gpus/{uuid}/telemetry", params, workload.requests)
+        requests = {tier: (f"/api/v1/gpus/{uuid}/telemetry", {
+            "start_time": began.isoformat(), "end_time": (began + timedelta(seconds=3599)).isoformat(),
+            "limit": 3600, "shape": shape}) for tier, began in hours.items()}
+        for tier, figures in latencies(client, requests, workload.requests).items():
+            timings[tier][shape] = figures
     return timings
 
 
-def measure(workload: Workload) -> dict:
+@dataclass(frozen=True)
+class Packed:
+    samples: int = 0
+    hours: int = 0
+    seconds: float = 0.0
+
+
+def pack_before(before: datetime, so_far: Packed = Packed()) -> Packed:
+    """Pack every hour before `before` with `compress`'s code, then VACUUM ANALYZE; the totals so far."""
     from django.db import connection
+
+    from telemetry.history import maintenance, packing
+
+    began = time.perf_counter()
+    result = packing.hours_pack(before=before, chunk=maintenance.PACK_CHUNK)
+    seconds = time.perf_counter() - began
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    return Packed(so_far.samples + result.samples, so_far.hours + result.hours, so_far.seconds + seconds)
+
+
+def measure(workload: Workload) -> dict:
     from django.test import Client
 
     from telemetry.history import maintenance, packing, partitions
@@ -167,7 +201,7 @@ def measure(workload: Workload) -> dict:
 
     report: dict = {"workload": {"gpus": workload.gpus, "days": workload.days, "interval_s": STEP_S,
                                  "metrics": len(METRICS), "samples": workload.samples}}
-    print(f"ingest with day partitions against without: {workload.ingest_days} days, alternating", flush=True)
+    print(f"ingest with day partitions against without: {workload.ingest_days} days, {workload.ingest_pairs} pairs", flush=True)
     report["ingest"] = ingest_comparison(workload)
     print(f"  ratio {report['ingest']['ratio']:.3f}", flush=True)
 
@@ -180,22 +214,22 @@ def measure(workload: Workload) -> dict:
     harness.database_settle()
     client = Client()
     uuid = Gpu.objects.order_by("id").first().uuid
-    report["window_raw"] = window_latency(client, uuid, workload)
 
-    print("packing", flush=True)
-    began = time.perf_counter()
-    packed = packing.hours_pack(before=START + timedelta(days=workload.days), chunk=maintenance.PACK_CHUNK)
-    report["packing"] = {"samples": packed.samples, "hours": packed.hours, "seconds": time.perf_counter() - began,
-                         "samples_per_s": packed.samples / (time.perf_counter() - began)}
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
+    print("packing every day but the last; a packed hour's window against a raw one's", flush=True)
+    packed = pack_before(START + timedelta(days=workload.days - 1))
+    windows = window_latency(client, uuid, workload)
+    report["window_raw"], report["window_packed"] = windows["raw"], windows["packed"]
+
+    print("packing the last day", flush=True)
+    packed = pack_before(START + timedelta(days=workload.days), packed)
+    report["packing"] = {"samples": packed.samples, "hours": packed.hours, "seconds": packed.seconds,
+                         "samples_per_s": packed.samples / packed.seconds}
     report["packed_bytes_per_sample"] = relation_bytes(packing.PACKED) / stored
     report["rollup_bytes_per_sample"] = {"minute": relation_bytes(packing.ROLLUP_MINUTE) / stored,
                                          "hour": relation_bytes(packing.ROLLUP_HOUR) / stored}
-    report["window_packed"] = window_latency(client, uuid, workload)
-    report["summary_30d_1h"] = latency(client, f"/api/v1/gpus/{uuid}/telemetry/summary", {
+    report["summary_30d_1h"] = latencies(client, {"summary": (f"/api/v1/gpus/{uuid}/telemetry/summary", {
         "start_time": START.isoformat(), "end_time": (START + timedelta(days=30)).isoformat(), "bucket": "1h",
-        "agg": "avg,min,max,last"}, workload.requests)
+        "agg": "avg,min,max,last"})}, workload.requests)["summary"]
 
     began = time.perf_counter()
     dropped = partitions.partitions_drop_before(packing.PACKED, START + timedelta(days=1),
