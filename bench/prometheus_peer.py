@@ -50,7 +50,7 @@ class Workload:
     gpus: int = 10
     hours: int = 48
     interval_s: int = 10
-    requests: int = 200  # timed requests per endpoint, after a warm-up of a tenth as many
+    requests: int = 500  # timed requests per endpoint, after a warm-up of a tenth as many
 
     @property
     def steps(self) -> int:
