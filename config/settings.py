@@ -1,4 +1,5 @@
 """Django settings. Every deploy-time knob is an environment variable; the README lists them all."""
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -142,6 +143,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 30)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup closes the database connection around every task (celery#9824), and with it
+# the collector's staging table and the server's caches: a new session for every group. The
+# collector's task keeps or closes its own (telemetry/ingest/collector/tasks.py), so the fixup never does.
+CELERY_DB_REUSE_MAX = sys.maxsize
 if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
     # Publisher confirms: without them a broker under pressure can drop messages silently.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}

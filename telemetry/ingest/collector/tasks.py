@@ -140,7 +140,24 @@ class GroupedBatches(Batches):
     flush_samples=settings.COLLECTOR_GROUP_SAMPLES, flush_interval=settings.COLLECTOR_GROUP_WAIT_MS / 1000,
 )
 def persist_batch(requests: list[SimpleRequest]) -> list[Verdict]:
-    """Store the group's batches; one verdict per request, in order."""
+    """Store the group's batches; one verdict per request, in order.
+
+    The database session is kept for the next group (its staging table, prepared statements and
+    the server's caches) up to DATABASE_CONN_MAX_AGE, unless anything in this group failed: a
+    query cut short (by the time limit, say) can leave a session that looks usable and is not."""
+    failed = True
+    try:
+        verdicts = _group_verdicts(requests)
+        failed = any(verdict is not None for verdict in verdicts)
+        return verdicts
+    finally:
+        if failed:
+            connection.close()
+        else:
+            connection.close_if_unusable_or_obsolete()
+
+
+def _group_verdicts(requests: list[SimpleRequest]) -> list[Verdict]:
     verdicts: list[Verdict] = [None] * len(requests)
     decoded: list[tuple[int, Batch]] = []
     for i, request in enumerate(requests):

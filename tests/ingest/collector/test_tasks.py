@@ -6,6 +6,7 @@ import time
 import msgpack
 import pytest
 from celery_batches import SimpleRequest
+from django.db import connection
 
 from config.celery import app
 from telemetry.ingest.wire import encode_batch
@@ -74,6 +75,34 @@ def test_a_group_stores_its_good_batches_and_refuses_the_bad_ones_alone():
     assert stored_count() == 3 * 12
     assert counter("batches_dead_lettered") == 2
     assert not Gpu.objects.filter(uuid="GPU-refused").exists()
+
+
+def test_a_group_that_failed_closes_its_database_session_and_a_stored_one_keeps_it():
+    persist_batch([request(encode_batch(fleet_batch(gpus=1, ticks=1)), 1)])
+    assert connection.connection is not None
+    persist_batch([request(refused_batch(), 2)])
+    assert connection.connection is None  # a session a failure may have left unusable is not reused
+
+
+def worker_sessions() -> set[tuple[int, object]]:
+    """The database's client sessions other than this test's: (pid, start)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        return set(cursor.fetchall())
+
+
+def test_a_worker_keeps_its_database_session_from_group_to_group(worker_process):
+    """Celery's Django fixup closes it after every task: each group would pay for a new session,
+    its staging table and the server's caches."""
+    worker_process(concurrency=1)
+    seen = []
+    for n in range(3):
+        persist_batch.apply_async(args=(encode_batch(fleet_batch(gpus=2, ticks=1, start_us=n * 1_000_000)),))
+        assert wait_until(lambda: stored_count() == 4 * (n + 1))
+        assert wait_until(lambda: len(worker_sessions()) == 1, timeout=10)
+        seen.append(worker_sessions())
+    assert seen[0] == seen[1] == seen[2]
 
 
 def test_a_worker_dead_letters_a_refused_batch_alone_and_stores_the_rest_of_its_group(worker_process):
