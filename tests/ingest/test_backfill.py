@@ -250,8 +250,8 @@ def test_a_worker_that_dies_fails_the_backfill_without_hanging(monkeypatch):
 def test_sigterm_stores_every_row_read_and_a_second_backfill_the_rest(tmp_path):
     fleet = Fleet(hosts=50)
     csv = tmp_path / "fleet.csv"
-    # 480,000 rows: several of the reader's 8 MiB blocks per worker, so that the signal lands before
-    # the last (with two blocks each, a fast machine had read them all by the first stored batch).
+    # Several of the reader's blocks per worker, so that the signal lands before the last (with
+    # two blocks each, a fast machine had read them all by the first stored batch).
     count, total = fleet.write_dcgm_csv(csv, ticks=120)
     command = [sys.executable, str(REPO / "manage.py"), "backfill", str(csv), "--workers", "2",
                "--batch-size", "2000", "--reorder-window", "8000", "--max-per-gpu", "0"]
