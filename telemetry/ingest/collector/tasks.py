@@ -144,7 +144,9 @@ def persist_batch(requests: list[SimpleRequest]) -> list[Verdict]:
 
     The database session is kept for the next group (its staging table, prepared statements and
     the server's caches) up to DATABASE_CONN_MAX_AGE, unless anything in this group failed: a
-    query cut short (by the time limit, say) can leave a session that looks usable and is not."""
+    query cut short (by the time limit, say) can leave a session that looks usable and is not.
+    As Django does around a request, a session past its age is also closed before the group."""
+    connection.close_if_unusable_or_obsolete()
     failed = True
     try:
         verdicts = _group_verdicts(requests)
