@@ -246,6 +246,12 @@ def cpu_share(before: dict[str, float], after: dict[str, float], wall: float) ->
     return {name: round((after.get(name, 0) - before.get(name, 0)) / wall / cores, 3) for name in after}
 
 
+def abba(first, second, pairs: int) -> list:
+    """`pairs` pairs of two measurements run back to back, every other pair reversed (A B B A A B …),
+    so that drift within a run favours neither."""
+    return [item for pair in range(pairs) for item in ((first, second) if pair % 2 == 0 else (second, first))]
+
+
 def machine() -> dict:
     model = ""
     try:

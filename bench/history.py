@@ -112,15 +112,14 @@ def ingest_comparison(workload: Workload) -> dict:
     median of the pairs' ratios, so one slow run (the machine is shared) moves it little."""
     batches = list(groups(workload.gpus, 0, workload.ingest_days))
     rates: dict[str, list[float]] = {"partitioned": [], "unpartitioned": []}
-    for pair in range(workload.ingest_pairs):
-        for layout in ("partitioned", "unpartitioned")[::1 if pair % 2 == 0 else -1]:
-            harness.tables_truncate()
-            if layout == "unpartitioned":
-                execute(_UNPARTITIONED)
-            stored, seconds = store(batches)
-            if layout == "unpartitioned":
-                execute(_PARTITIONED)
-            rates[layout].append(stored / seconds)
+    for layout in harness.abba("partitioned", "unpartitioned", workload.ingest_pairs):
+        harness.tables_truncate()
+        if layout == "unpartitioned":
+            execute(_UNPARTITIONED)
+        stored, seconds = store(batches)
+        if layout == "unpartitioned":
+            execute(_PARTITIONED)
+        rates[layout].append(stored / seconds)
     ratios = [p / u for p, u in zip(rates["partitioned"], rates["unpartitioned"])]
     return {"partitioned_samples_per_s": statistics.median(rates["partitioned"]),
             "unpartitioned_samples_per_s": statistics.median(rates["unpartitioned"]),
@@ -230,7 +229,7 @@ def measure(workload: Workload) -> dict:
     client = Client()
     uuid = Gpu.objects.order_by("id").first().uuid
 
-    print("packing every day but the last; a packed hour's window against a raw one's", flush=True)
+    print("packing every day but the last; windows on packed hours against raw ones", flush=True)
     packed = pack_before(START + timedelta(days=workload.days - 1))
     windows = window_latency(client, uuid, workload)
     report["window_raw"], report["window_packed"] = windows["raw"], windows["packed"]

@@ -236,10 +236,7 @@ def bench_batch_sizes(run: Run, csv: Path, count: int, value_sum: int) -> None:
         runs[size].append(ingest(run, csv, count, batch_size=size))
         check_stored(run, f"ingest in batches of {size}", count, value_sum)
 
-    for pair in range(1 if run.smoke else SMALL_BATCH_PAIRS):
-        for size in (largest, smallest)[::1 if pair % 2 == 0 else -1]:
-            measured(size)
-    for size in BATCH_SIZES[1:-1]:
+    for size in harness.abba(largest, smallest, 1 if run.smoke else SMALL_BATCH_PAIRS) + list(BATCH_SIZES[1:-1]):
         measured(size)
     rate = itemgetter("samples_per_s")
     largest_rate = statistics.median(map(rate, runs[largest]))
