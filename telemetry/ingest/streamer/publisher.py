@@ -1,5 +1,6 @@
 """Publishes encoded batches as the collector's task, by name; holds each batch until the broker confirms it."""
 import logging
+import select
 import socket
 import threading
 from collections import deque
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from itertools import takewhile
+from typing import Any
 
 import amqp.exceptions
 import kombu.exceptions
@@ -66,6 +68,8 @@ class BatchPublisher:
         self._producer: Producer | None = None
         # Only an AMQP broker confirms; the in-process broker has a message once it is sent.
         self._confirms = False
+        self._readable: select.poll | None = None  # the connection's socket, polled for confirms
+        self._message = _TaskMessage(app)
         self._next_tag = 1
         # Held batches, oldest first: those still to be sent on this connection, then those sent (by delivery tag).
         self._unsent: deque[_Batch] = deque()
@@ -148,9 +152,12 @@ class BatchPublisher:
         self._drain(timeout=_CONFIRM_POLL_S)
 
     def _take_ready_confirms(self) -> None:
-        """Process the confirms that have already arrived, without waiting for more."""
+        """Process the confirms that have already arrived, without waiting for more.
+
+        The socket is polled first: draining with no wait sets the socket's timeout twice and
+        fails a read whenever nothing came, on every batch."""
         if self._confirms:
-            while self._drain(timeout=0):
+            while self._readable.poll(0) and self._drain(timeout=0):
                 pass
 
     def _drain(self, *, timeout: float) -> bool:
@@ -170,20 +177,14 @@ class BatchPublisher:
         raise BatchNacked(f"the broker refused delivery tag {delivery_tag}")
 
     def _send(self, batch: _Batch) -> None:
-        """Publish Celery's task message for the batch, as Celery builds it, with kombu's producer:
-        `send_task` around the same publish costs as much again (its result object, signals and
-        option lookups), on every message."""
-        message = self._app.amqp.as_task_v2(
-            uuid(), PERSIST_BATCH_TASK, args=(batch.payload,),
-            # What logs and monitors show of the task's argument, instead of a repr of its bytes.
-            argsrepr=f"(<batch of {batch.samples} samples>,)", kwargsrepr="{}",
-        )
+        """Publish the collector's task message for the batch with kombu's producer: `send_task`
+        around the same publish costs as much again (its result object, signals and option
+        lookups), on every message."""
+        body, headers, properties = self._message.of(batch)
         self._producer.publish(
-            message.body, exchange=self._queue.exchange, routing_key=self._queue.routing_key,
-            # The collector groups messages by their samples without decoding them.
-            headers={**message.headers, "samples": batch.samples},
+            body, exchange=self._queue.exchange, routing_key=self._queue.routing_key, headers=headers,
             serializer=self._app.conf.task_serializer, delivery_mode=PERSISTENT_DELIVERY_MODE,
-            retry=False, **message.properties,
+            retry=False, **properties,
         )
 
     def _held_samples(self) -> int:
@@ -203,6 +204,8 @@ class BatchPublisher:
                 channel.confirm_select()
                 channel.events["basic_ack"].add(self._on_ack)
                 channel.events["basic_nack"].add(self._on_nack)
+                self._readable = select.poll()
+                self._readable.register(connection.connection.sock, select.POLLIN)
         except BaseException:
             connection.collect()
             raise
@@ -217,10 +220,36 @@ class BatchPublisher:
         self._unconfirmed_bytes = 0
         if self._connection is not None:
             self._connection.collect()
-        self._connection = self._producer = None
+        self._connection = self._producer = self._readable = None
 
     def _release(self) -> None:
         if self._connection is not None:
             with suppress(*BROKER_ERRORS):
                 self._connection.release()
-        self._connection = self._producer = None
+        self._connection = self._producer = self._readable = None
+
+
+class _TaskMessage:
+    """Celery's task message for a batch, built by Celery once and reused.
+
+    Celery's protocol carries about twenty headers, most of them empty for this task (no ETA, no
+    group, no time limits, no stamps); the broker client encodes each in Python and the collector
+    decodes each again, on every message. The message keeps the ones with a value: the task, its
+    id, the sender (`origin`), what logs show of the argument, and the batch's samples, by which
+    the collector groups messages without decoding them."""
+
+    _EMPTY = (None, 0, False, {}, [None, None])
+
+    def __init__(self, app: Celery) -> None:
+        template = app.amqp.as_task_v2("", PERSIST_BATCH_TASK, args=(b"",))
+        self._headers = {name: value for name, value in template.headers.items() if value not in self._EMPTY}
+        _args, self._kwargs, self._embed = template.body
+        self._properties = template.properties
+
+    def of(self, batch: _Batch) -> tuple[Any, dict, dict]:
+        """(body, headers, properties) of the batch's message, under a task id of its own."""
+        task_id = uuid()
+        headers = {**self._headers, "id": task_id, "root_id": task_id, "samples": batch.samples,
+                   # What logs and monitors show of the task's argument, instead of a repr of its bytes.
+                   "argsrepr": f"(<batch of {batch.samples} samples>,)"}
+        return ((batch.payload,), self._kwargs, self._embed), headers, {**self._properties, "correlation_id": task_id}

@@ -88,6 +88,22 @@ def test_batches_arrive_once_in_order_with_their_sample_counts():
     assert {m.headers["task"] for m in messages} == {PERSIST_BATCH_TASK}
 
 
+def test_each_message_is_celerys_task_call_with_only_the_headers_that_say_something():
+    publisher = BatchPublisher(app=app, abort=threading.Event())
+    for payload in payloads(3):
+        publisher.publish(payload, samples=200)
+    publisher.close()
+    messages = queued_messages()
+    assert {frozenset(m.headers) for m in messages} == {
+        frozenset({"lang", "task", "id", "root_id", "argsrepr", "kwargsrepr", "origin", "samples"})}
+    ids = [m.headers["id"] for m in messages]
+    assert len(set(ids)) == 3
+    assert [m.properties["correlation_id"] for m in messages] == ids == [m.headers["root_id"] for m in messages]
+    assert {m.headers["argsrepr"] for m in messages} == {"(<batch of 200 samples>,)"}
+    assert [m.decode()[1:] for m in messages] == [[{}, {"callbacks": None, "errbacks": None, "chain": None,
+                                                        "chord": None}]] * 3
+
+
 def test_publish_returns_before_the_broker_confirms():
     publisher = BatchPublisher(app=app, abort=threading.Event())
     in_flight = []
