@@ -12,9 +12,10 @@ message, so that:
   idempotent, so nothing is stored twice;
 - a message that cannot be decoded, or whose batch the database refuses, is rejected alone to
   the dead-letter queue, and the rest of its group is stored.
+A group's messages are acknowledged with one frame (RabbitMQ's `multiple`) when no older group is
+still being stored, and one by one otherwise.
 """
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -69,16 +70,25 @@ def message_samples(message: Message) -> int:
 
 class GroupedBatches(Batches):
     """celery-batches' Batches, gathering messages by their samples and settling each message by
-    the verdict the task returns for it."""
+    the verdict the task returns for it.
+
+    The worker's consumer runs `gather` for every message, in one process for all the pool's, so
+    it does only what a group needs: the message, its samples, the timer. Celery's own request
+    object (its headers copied, time limits, ETA and expiry parsed, signals sent) is never built;
+    a pool process gets each message as a SimpleRequest with the task's arguments, its id and its
+    delivery tag."""
 
     abstract = True
-    flush_every = sys.maxsize  # groups close on `flush_samples`, counted by `message_samples`
     flush_samples = 20000
 
     def __init__(self) -> None:
         super().__init__()
+        self._gathered: list[Message] = []
         self._samples = 0
-        self._storing = 0  # messages handed to a pool process and not settled yet
+        self._storing: list[list[Message]] = []  # groups handed to a pool process, oldest first
+        self._hostname = ""
+        self._connection_errors: tuple = ()
+        self._ack_multiple = False
 
     def Strategy(self, task, app, consumer) -> Callable:
         # Called on every connection to the broker. After a lost one, what was gathered on it is
@@ -86,52 +96,82 @@ class GroupedBatches(Batches):
         # cleared the timer that flushed groups by time: forget both, so the next message starts a
         # new group and a new timer.
         self._gathered_forget()
-        gather = super().Strategy(task, app, consumer)
+        self._pool = consumer.pool
+        self._hostname = consumer.hostname
+        self._connection_errors = consumer.connection_errors
+        # RabbitMQ acknowledges every message up to a delivery tag at once; kombu's in-process broker only the one.
+        self._ack_multiple = consumer.connection.transport.driver_type == "amqp"
+        timer = consumer.timer
 
-        def gather_counting(message: Message, *args, **kwargs) -> None:
-            gather(message, *args, **kwargs)
+        def gather(message: Message, *_args, **_kwargs) -> None:
+            self._gathered.append(message)
             self._samples += message_samples(message)
+            if self._tref is None:
+                self._tref = timer.call_repeatedly(self.flush_interval, self._do_flush)
             if self._samples >= self.flush_samples:
                 self._do_flush()
 
-        return gather_counting
+        return gather
 
     def _gathered_forget(self) -> None:
-        for gathered in (self._buffer, self._pending):
-            while not gathered.empty():
-                gathered.get_nowait()
+        self._gathered = []
         self._samples = 0
         self._tref = None
 
     def held(self) -> int:
         """Messages this worker has received and not settled yet."""
-        return self._buffer.qsize() + self._pending.qsize() + self._storing
+        return len(self._gathered) + sum(map(len, self._storing))
 
     def _do_flush(self) -> None:
-        self._samples = 0
-        super()._do_flush()
+        messages, self._gathered, self._samples = self._gathered, [], 0
+        if messages:
+            self.flush(messages)
+        elif self._tref is not None:  # nothing came since the last group: the next message starts the timer
+            self._tref.cancel()
+            self._tref = None
 
-    def flush(self, requests):
-        self._storing += len(requests)
+    def flush(self, messages: list[Message]):
+        self._storing.append(messages)
 
         def settle(verdicts: list[Verdict] | None) -> None:
-            self._storing -= len(requests)
+            oldest = self._storing[0] is messages
+            self._storing.remove(messages)
             if verdicts is None:  # the task itself failed: keep every message for inspection and replay
-                verdicts = ["the group's task failed; see the worker's log"] * len(requests)
-            for request, verdict in zip(requests, verdicts):
-                if verdict is None:
-                    request.acknowledge()
-                else:
-                    request.reject(requeue=False)
+                verdicts = ["the group's task failed; see the worker's log"] * len(messages)
+            for message, verdict in zip(messages, verdicts):
+                if verdict is not None:
+                    message.reject_log_error(logger, self._connection_errors, requeue=False)
+            stored = [message for message, verdict in zip(messages, verdicts) if verdict is None]
+            if stored and oldest and self._ack_multiple:
+                # Every message up to the last one stored is settled: this group's, rejected just
+                # before, and no older group is still being stored; later groups' tags are higher.
+                stored[-1].ack_log_error(logger, self._connection_errors, multiple=True)
+            else:
+                for message in stored:
+                    message.ack_log_error(logger, self._connection_errors)
 
         def requeue(_exc_info) -> None:  # the pool process died (killed, out of memory): deliver again
-            self._storing -= len(requests)
-            for request in requests:
-                request.reject(requeue=True)
+            self._storing.remove(messages)
+            for message in messages:
+                message.reject_log_error(logger, self._connection_errors, requeue=True)
 
-        copies = ([SimpleRequest.from_request(request) for request in requests],)
-        return self._pool.apply_async(apply_batches_task, (self, copies, 0, None), callback=settle,
+        requests = ([self._request(message) for message in messages],)
+        return self._pool.apply_async(apply_batches_task, (self, requests, 0, None), callback=settle,
                                       error_callback=requeue)
+
+    def _request(self, message: Message) -> SimpleRequest:
+        """What the task needs of a message: its arguments (none if its body cannot be decoded, which
+        the task dead-letters), its id and its delivery tag, for the log."""
+        try:
+            args, _kwargs, _embed = message.decode()
+        except Exception:  # a body kombu cannot decode, or not Celery's (args, kwargs, embed)
+            args = ()
+        headers = message.headers or {}
+        return SimpleRequest(
+            id=headers.get("id"), name=self.name, args=args if isinstance(args, (list, tuple)) else (), kwargs={},
+            delivery_info={"delivery_tag": message.delivery_tag}, hostname=self._hostname, ignore_result=True,
+            reply_to=None, correlation_id=None, request_dict={},
+        )
 
 
 # Acknowledging, retrying and dead-lettering are GroupedBatches' and this task's own work.
@@ -178,7 +218,7 @@ def _group_verdicts(requests: list[SimpleRequest]) -> list[Verdict]:
 
 def _payload(request: SimpleRequest) -> bytes:
     if len(request.args) != 1 or not isinstance(request.args[0], bytes):
-        raise BatchDecodeError("the task's argument is not one encoded batch")
+        raise BatchDecodeError("the message is not a task call with one encoded batch")
     return request.args[0]
 
 

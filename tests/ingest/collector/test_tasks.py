@@ -2,19 +2,22 @@
 nothing twice, garbage and refused batches are dead-lettered alone."""
 import threading
 import time
+from types import SimpleNamespace
 
 import msgpack
 import pytest
 from celery_batches import SimpleRequest
 from django.db import connection
+from kombu import Consumer
+from kombu.asynchronous.timer import Timer
 
 from config.celery import app
 from telemetry.ingest.wire import encode_batch
-from telemetry.ingest.queues import dead_letter_queue
-from telemetry.ingest.collector.tasks import message_samples, persist_batch, retry_delay, retry_delays
+from telemetry.ingest.queues import dead_letter_queue, ingest_queue
+from telemetry.ingest.collector.tasks import GroupedBatches, message_samples, persist_batch, retry_delay, retry_delays
 from telemetry.ingest.wire import GpuInfo
 from telemetry.models import Gpu, IngestCounter
-from tests.conftest import broker_connections_drop, wait_until
+from tests.conftest import broker_connections_drop, purge_ingest_queues, wait_until
 from tests.ingest.collector.devices import DEVICES, MIG_UUID, WHOLE_UUID, devices_batch
 from tests.ingest.factories import fleet_batch, gpu
 from tests.samples import device_id, stored_count, stored_samples
@@ -50,6 +53,70 @@ def test_an_undecodable_batch_is_dead_lettered_and_the_rest_stored(worker_proces
     assert wait_until(lambda: dead_lettered_messages() == 1 and stored_count() == 8)
     assert counter("batches_dead_lettered") == 1
     assert "dead-lettering batch" in worker.output()
+
+
+def test_a_message_whose_body_cannot_be_decoded_is_dead_lettered_and_counted(worker_process):
+    """Celery itself acknowledges such a message, and it is gone; the collector keeps it."""
+    worker_process()
+    with app.connection_for_write() as broker:
+        broker.Producer().publish(b"\xc1\xc1 not msgpack", exchange=ingest_queue().exchange,
+                                  routing_key=ingest_queue().routing_key, content_type="application/x-msgpack",
+                                  content_encoding="binary", headers={"task": persist_batch.name, "id": "garbled"})
+    persist_batch.apply_async(args=(encode_batch(fleet_batch(gpus=2, ticks=1)),))
+    assert wait_until(lambda: dead_lettered_messages() == 1 and stored_count() == 4)
+    assert counter("batches_dead_lettered") == 1
+
+
+def ingest_queue_count() -> int:
+    with app.connection_for_write() as connection:
+        return ingest_queue().bind(connection.default_channel).queue_declare(passive=True).message_count
+
+
+class PoolOfCallbacks:
+    """Stands in for the worker's process pool: keeps each group's requests and callbacks."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[list[SimpleRequest], object, object]] = []
+
+    def apply_async(self, _target, args, callback, error_callback) -> None:
+        _task, (requests,), _loglevel, _logfile = args
+        self.groups.append((requests, callback, error_callback))
+
+
+@pytest.mark.django_db(transaction=False)
+def test_groups_settled_out_of_order_acknowledge_and_dead_letter_only_their_own_messages():
+    """RabbitMQ acknowledges every message up to a delivery tag at once; a group may use that only
+    while no older group is still being stored, or it would acknowledge that group's messages."""
+    purge_ingest_queues()
+    for n in range(9):
+        persist_batch.apply_async(args=(encode_batch(fleet_batch(gpus=1, ticks=1, start_us=n * 1_000_000)),))
+    pool = PoolOfCallbacks()
+    grouped = GroupedBatches()
+    grouped.flush_interval = 3600
+    with app.connection_for_write() as broker:
+        channel = broker.channel()
+        received = []
+        with Consumer(channel, queues=[ingest_queue()], on_message=received.append, accept=["msgpack"]):
+            while len(received) < 9:
+                broker.drain_events(timeout=10)
+            gather = grouped.Strategy(persist_batch, app, SimpleNamespace(
+                pool=pool, hostname="test", connection_errors=(), connection=broker, timer=Timer()))
+            for group in (received[0:3], received[3:6], received[6:9]):
+                for message in group:
+                    gather(message, None, None, None, set())
+                grouped._do_flush()
+            assert [[request.delivery_info["delivery_tag"] for request in requests]
+                    for requests, _, _ in pool.groups] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+            assert grouped.held() == 9
+            (_, settle_first, _), (_, settle_second, _), (_, settle_third, _) = pool.groups
+            settle_second([None, None, None])  # stored while the first group is still being stored
+            settle_first([None, "refused", None])
+            settle_third(None)  # the group's task failed
+            assert grouped.held() == 0
+            channel.basic_qos(0, 10, False)  # a channel closed by an unknown delivery tag would raise here
+        channel.close()  # anything still unacknowledged goes back to the queue
+    assert wait_until(lambda: dead_lettered_messages() == 4, timeout=10)
+    assert ingest_queue_count() == 0
 
 
 def refused_batch() -> bytes:
