@@ -12,12 +12,14 @@ message, so that:
   idempotent, so nothing is stored twice;
 - a message that cannot be decoded, or whose batch the database refuses, is rejected alone to
   the dead-letter queue, and the rest of its group is stored.
-A group's messages are acknowledged with one frame (RabbitMQ's `multiple`) when no older group is
-still being stored, and one by one otherwise.
+With RabbitMQ a group's stored messages are acknowledged with one frame (`multiple`), once no
+older group is still being stored.
 """
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from celery import shared_task
 from celery_batches import Batches, SimpleRequest
@@ -68,6 +70,14 @@ def message_samples(message: Message) -> int:
     return samples if isinstance(samples, int) and samples >= 0 else len(message.body) // BYTES_PER_SAMPLE
 
 
+@dataclass(eq=False)
+class _Group:
+    """Messages handed to a pool process as one group, and those of them it stored."""
+    messages: list[Message]
+    stored: list[Message] = field(default_factory=list)
+    settled: bool = False  # the task returned (or its pool process died)
+
+
 class GroupedBatches(Batches):
     """celery-batches' Batches, gathering messages by their samples and settling each message by
     the verdict the task returns for it.
@@ -85,7 +95,7 @@ class GroupedBatches(Batches):
         super().__init__()
         self._gathered: list[Message] = []
         self._samples = 0
-        self._storing: list[list[Message]] = []  # groups handed to a pool process, oldest first
+        self._storing: deque[_Group] = deque()  # groups handed to a pool process and not acknowledged, oldest first
         self._hostname = ""
         self._connection_errors: tuple = ()
         self._ack_multiple = False
@@ -119,8 +129,8 @@ class GroupedBatches(Batches):
         self._tref = None
 
     def held(self) -> int:
-        """Messages this worker has received and not settled yet."""
-        return len(self._gathered) + sum(map(len, self._storing))
+        """Messages this worker has received and not acknowledged or rejected yet."""
+        return len(self._gathered) + sum(len(group.messages) for group in self._storing)
 
     def _do_flush(self) -> None:
         messages, self._gathered, self._samples = self._gathered, [], 0
@@ -131,33 +141,43 @@ class GroupedBatches(Batches):
             self._tref = None
 
     def flush(self, messages: list[Message]):
-        self._storing.append(messages)
+        group = _Group(messages)
+        self._storing.append(group)
 
         def settle(verdicts: list[Verdict] | None) -> None:
-            oldest = self._storing[0] is messages
-            self._storing.remove(messages)
             if verdicts is None:  # the task itself failed: keep every message for inspection and replay
                 verdicts = ["the group's task failed; see the worker's log"] * len(messages)
             for message, verdict in zip(messages, verdicts):
-                if verdict is not None:
+                if verdict is None:
+                    group.stored.append(message)
+                else:
                     message.reject_log_error(logger, self._connection_errors, requeue=False)
-            stored = [message for message, verdict in zip(messages, verdicts) if verdict is None]
-            if stored and oldest and self._ack_multiple:
-                # Every message up to the last one stored is settled: this group's, rejected just
-                # before, and no older group is still being stored; later groups' tags are higher.
-                stored[-1].ack_log_error(logger, self._connection_errors, multiple=True)
-            else:
-                for message in stored:
-                    message.ack_log_error(logger, self._connection_errors)
+            self._settled(group)
 
         def requeue(_exc_info) -> None:  # the pool process died (killed, out of memory): deliver again
-            self._storing.remove(messages)
             for message in messages:
                 message.reject_log_error(logger, self._connection_errors, requeue=True)
+            self._settled(group)
 
         requests = ([self._request(message) for message in messages],)
         return self._pool.apply_async(apply_batches_task, (self, requests, 0, None), callback=settle,
                                       error_callback=requeue)
+
+    def _settled(self, group: _Group) -> None:
+        """Acknowledge what is stored: with RabbitMQ, one frame for each group up to the oldest still
+        being stored (`multiple` acknowledges every message up to a delivery tag, and its refused
+        messages are already rejected); with kombu's in-process broker, which acknowledges only the
+        tag given, each message."""
+        group.settled = True
+        if not self._ack_multiple:
+            self._storing.remove(group)
+            for message in group.stored:
+                message.ack_log_error(logger, self._connection_errors)
+            return
+        while self._storing and self._storing[0].settled:
+            done = self._storing.popleft()
+            if done.stored:
+                done.stored[-1].ack_log_error(logger, self._connection_errors, multiple=True)
 
     def _request(self, message: Message) -> SimpleRequest:
         """What the task needs of a message: its arguments (none if its body cannot be decoded, which

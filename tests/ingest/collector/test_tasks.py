@@ -85,8 +85,8 @@ class PoolOfCallbacks:
 
 @pytest.mark.django_db(transaction=False)
 def test_groups_settled_out_of_order_acknowledge_and_dead_letter_only_their_own_messages():
-    """RabbitMQ acknowledges every message up to a delivery tag at once; a group may use that only
-    while no older group is still being stored, or it would acknowledge that group's messages."""
+    """RabbitMQ acknowledges every message up to a delivery tag at once: a group stored before an
+    older one waits for it, or it would acknowledge that group's messages."""
     purge_ingest_queues()
     for n in range(9):
         persist_batch.apply_async(args=(encode_batch(fleet_batch(gpus=1, ticks=1, start_us=n * 1_000_000)),))
@@ -110,7 +110,9 @@ def test_groups_settled_out_of_order_acknowledge_and_dead_letter_only_their_own_
             assert grouped.held() == 9
             (_, settle_first, _), (_, settle_second, _), (_, settle_third, _) = pool.groups
             settle_second([None, None, None])  # stored while the first group is still being stored
+            assert grouped.held() == 9  # acknowledged only with the first group's
             settle_first([None, "refused", None])
+            assert grouped.held() == 3
             settle_third(None)  # the group's task failed
             assert grouped.held() == 0
             channel.basic_qos(0, 10, False)  # a channel closed by an unknown delivery tag would raise here
