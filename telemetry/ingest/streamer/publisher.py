@@ -204,8 +204,13 @@ class BatchPublisher:
                 channel.confirm_select()
                 channel.events["basic_ack"].add(self._on_ack)
                 channel.events["basic_nack"].add(self._on_nack)
+                sock = connection.connection.sock
+                # py-amqp turns Nagle's algorithm off, for request and reply. Batches are pipelined:
+                # those written while earlier ones are unacknowledged leave together, and the broker
+                # reads them in one go.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
                 self._readable = select.poll()
-                self._readable.register(connection.connection.sock, select.POLLIN)
+                self._readable.register(sock, select.POLLIN)
         except BaseException:
             connection.collect()
             raise
