@@ -39,6 +39,8 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 RETRY_BACKOFF_MAX_S = 60
 # A message's verdict: None once its batch is stored (acknowledge it), or why it is dead-lettered.
 Verdict = str | None
+# The key of a request's `request_dict` that says why its message's body could not be decoded.
+UNDECODABLE = "undecodable"
 # What a streamer's message weighs without the `samples` header (older streamers): about a
 # sample per 10 bytes of an encoded batch.
 BYTES_PER_SAMPLE = 10
@@ -180,17 +182,20 @@ class GroupedBatches(Batches):
                 done.stored[-1].ack_log_error(logger, self._connection_errors, multiple=True)
 
     def _request(self, message: Message) -> SimpleRequest:
-        """What the task needs of a message: its arguments (none if its body cannot be decoded, which
-        the task dead-letters), its id and its delivery tag, for the log."""
+        """What the task needs of a message: its arguments, its id and its delivery tag, for the log.
+        A body that cannot be decoded gives no arguments, and why in `request_dict["undecodable"]`:
+        the task dead-letters it with that reason."""
+        args: tuple | list = ()
+        problem: dict[str, str] = {}
         try:
             args, _kwargs, _embed = message.decode()
-        except Exception:  # a body kombu cannot decode, or not Celery's (args, kwargs, embed)
-            args = ()
+        except Exception as exc:  # a body kombu cannot decode, or not Celery's (args, kwargs, embed)
+            problem = {UNDECODABLE: f"{type(exc).__name__}: {exc}"}
         headers = message.headers or {}
         return SimpleRequest(
             id=headers.get("id"), name=self.name, args=args if isinstance(args, (list, tuple)) else (), kwargs={},
             delivery_info={"delivery_tag": message.delivery_tag}, hostname=self._hostname, ignore_result=True,
-            reply_to=None, correlation_id=None, request_dict={},
+            reply_to=None, correlation_id=None, request_dict=problem,
         )
 
 
@@ -237,6 +242,8 @@ def _group_verdicts(requests: list[SimpleRequest]) -> list[Verdict]:
 
 
 def _payload(request: SimpleRequest) -> bytes:
+    if problem := (request.request_dict or {}).get(UNDECODABLE):
+        raise BatchDecodeError(f"the message's body cannot be decoded ({problem})")
     if len(request.args) != 1 or not isinstance(request.args[0], bytes):
         raise BatchDecodeError("the message is not a task call with one encoded batch")
     return request.args[0]

@@ -57,7 +57,7 @@ def test_an_undecodable_batch_is_dead_lettered_and_the_rest_stored(worker_proces
 
 def test_a_message_whose_body_cannot_be_decoded_is_dead_lettered_and_counted(worker_process):
     """Celery itself acknowledges such a message, and it is gone; the collector keeps it."""
-    worker_process()
+    worker = worker_process()
     with app.connection_for_write() as broker:
         broker.Producer().publish(b"\xc1\xc1 not msgpack", exchange=ingest_queue().exchange,
                                   routing_key=ingest_queue().routing_key, content_type="application/x-msgpack",
@@ -65,6 +65,7 @@ def test_a_message_whose_body_cannot_be_decoded_is_dead_lettered_and_counted(wor
     persist_batch.apply_async(args=(encode_batch(fleet_batch(gpus=2, ticks=1)),))
     assert wait_until(lambda: dead_lettered_messages() == 1 and stored_count() == 4)
     assert counter("batches_dead_lettered") == 1
+    assert "the message's body cannot be decoded (DecodeError" in worker.output()
 
 
 def ingest_queue_count() -> int:
