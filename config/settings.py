@@ -158,7 +158,7 @@ else:
 COLLECTOR_MAX_ENTRIES_PER_GPU = env_int("COLLECTOR_MAX_ENTRIES_PER_GPU", 10000, minimum=0)
 COLLECTOR_MAX_RETRIES = env_int("COLLECTOR_MAX_RETRIES", 12, minimum=0)
 # A worker stores queued batches as one group: up to this many samples, or whatever has come
-# after COLLECTOR_GROUP_WAIT_MS, in one transaction and one COPY.
+# within COLLECTOR_GROUP_WAIT_MS of the group's first batch, in one transaction and one COPY.
 COLLECTOR_GROUP_SAMPLES = env_int("COLLECTOR_GROUP_SAMPLES", 20000, minimum=1)
 COLLECTOR_GROUP_WAIT_MS = env_int("COLLECTOR_GROUP_WAIT_MS", 250, minimum=1)
 # History (telemetry/history/): readings older than COMPRESS_AFTER are packed per device and hour

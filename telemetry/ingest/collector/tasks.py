@@ -2,8 +2,8 @@
 or dead-letters each message by what became of its own batch.
 
 The task is a celery-batches task: the worker gathers messages until they hold
-COLLECTOR_GROUP_SAMPLES samples, or for COLLECTOR_GROUP_WAIT_MS, and hands the group to a pool
-process. Storing a group is one transaction and one COPY (`batches_persist`), however many
+COLLECTOR_GROUP_SAMPLES samples, or for COLLECTOR_GROUP_WAIT_MS from the group's first message,
+and hands the group to a pool process. Storing a group is one transaction and one COPY (`batches_persist`), however many
 streamers its batches came from. celery-batches itself acknowledges every message of a group once
 the task returns, whatever became of it; `GroupedBatches` instead takes the task's verdict per
 message, so that:
@@ -116,10 +116,17 @@ class GroupedBatches(Batches):
         timer = consumer.timer
 
         def gather(message: Message, *_args, **_kwargs) -> None:
+            samples = message_samples(message)
+            # A group never grows past flush_samples: the task would store the message over it
+            # as a second part, a transaction of its own.
+            if self._gathered and self._samples + samples > self.flush_samples:
+                self._do_flush()
+            if not self._gathered:
+                # A group waits from its own first message: celery-batches' timer on a fixed period
+                # cut the group after a full one short, into groups of a message or two.
+                self._tref = timer.call_after(self.flush_interval, self._do_flush)
             self._gathered.append(message)
-            self._samples += message_samples(message)
-            if self._tref is None:
-                self._tref = timer.call_repeatedly(self.flush_interval, self._do_flush)
+            self._samples += samples
             if self._samples >= self.flush_samples:
                 self._do_flush()
 
@@ -135,12 +142,12 @@ class GroupedBatches(Batches):
         return len(self._gathered) + sum(len(group.messages) for group in self._storing)
 
     def _do_flush(self) -> None:
+        if self._tref is not None:
+            self._tref.cancel()
+            self._tref = None
         messages, self._gathered, self._samples = self._gathered, [], 0
         if messages:
             self.flush(messages)
-        elif self._tref is not None:  # nothing came since the last group: the next message starts the timer
-            self._tref.cancel()
-            self._tref = None
 
     def flush(self, messages: list[Message]):
         group = _Group(messages)

@@ -2,6 +2,7 @@
 nothing twice, garbage and refused batches are dead-lettered alone."""
 import threading
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import msgpack
@@ -120,6 +121,59 @@ def test_groups_settled_out_of_order_acknowledge_and_dead_letter_only_their_own_
         channel.close()  # anything still unacknowledged goes back to the queue
     assert wait_until(lambda: dead_lettered_messages() == 4, timeout=10)
     assert ingest_queue_count() == 0
+
+
+class GatheredMessage:
+    """What the worker's strategy reads of a queued message."""
+
+    def __init__(self, samples: int, tag: int) -> None:
+        self.body, self.headers, self.delivery_tag = b"", {"samples": samples}, tag
+
+    def decode(self) -> tuple:
+        return (b"",), {}, {}
+
+
+def grouping(flush_samples: int, flush_interval: float) -> tuple[Callable, PoolOfCallbacks, Timer]:
+    """A GroupedBatches strategy on a pool that keeps the groups it is handed, and the timer it uses."""
+    grouped = GroupedBatches()
+    grouped.flush_samples, grouped.flush_interval = flush_samples, flush_interval
+    pool, timer = PoolOfCallbacks(), Timer()
+    gather = grouped.Strategy(persist_batch, app, SimpleNamespace(
+        pool=pool, hostname="test", connection_errors=(), connection=app.connection_for_write(), timer=timer))
+    return (lambda message: gather(message, None, None, None, set())), pool, timer
+
+
+def grouped_tags(pool: PoolOfCallbacks) -> list[list[int]]:
+    return [[request.delivery_info["delivery_tag"] for request in requests] for requests, _, _ in pool.groups]
+
+
+def test_a_group_holds_at_most_flush_samples_and_a_message_that_would_overflow_it_starts_the_next():
+    """Batches of a node's tick are not all of one size: a group of 20,004 samples was stored as
+    two parts, the second a transaction for a single batch."""
+    gather, pool, _ = grouping(flush_samples=500, flush_interval=3600)
+    for tag, samples in enumerate((200, 200, 200, 100, 200, 600), start=1):
+        gather(GatheredMessage(samples, tag))
+    assert grouped_tags(pool) == [[1, 2], [3, 4, 5], [6]]
+
+
+def pending(timer: Timer) -> list:
+    """The timer's entries that will still run: (when, entry)."""
+    return [(eta, entry) for eta, _priority, entry in timer.queue if not entry.canceled]
+
+
+def test_a_group_waits_from_its_own_first_message():
+    """A timer on a fixed period, started by the first group, cut each group after a full one short,
+    to a message or two."""
+    gather, pool, timer = grouping(flush_samples=400, flush_interval=60)
+    gather(GatheredMessage(200, 1))
+    gather(GatheredMessage(200, 2))  # full: stored at once
+    assert grouped_tags(pool) == [[1, 2]] and pending(timer) == []
+    arrived = time.monotonic()
+    gather(GatheredMessage(200, 3))
+    [(eta, flush)] = pending(timer)
+    assert eta >= arrived + 60
+    timer.apply_entry(flush)
+    assert grouped_tags(pool) == [[1, 2], [3]] and pending(timer) == []
 
 
 def refused_batch() -> bytes:
