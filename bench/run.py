@@ -234,7 +234,7 @@ def bench_trimming(run: Run, a_csv: Path, b_csv: Path, count: int) -> None:
 
 BATCH_SIZES = (200, 1000, 5000, 20000)
 SMALL_BATCH_TARGET = 0.7
-SMALL_BATCH_PAIRS = 3  # the target's pair, 200 against 20,000, run this many times
+SMALL_BATCH_PAIRS = 5  # the target's pair, 200 against 20,000, run this many times
 
 
 def bench_batch_sizes(run: Run, csv: Path, count: int, value_sum: int) -> None:
