@@ -3,10 +3,10 @@ or dead-letters each message by what became of its own batch.
 
 The task is a celery-batches task: the worker gathers messages until they hold
 COLLECTOR_GROUP_SAMPLES samples, or for COLLECTOR_GROUP_WAIT_MS from the group's first message,
-and hands the group to a pool process. Storing a group is one transaction and one COPY (`batches_persist`), however many
-streamers its batches came from. celery-batches itself acknowledges every message of a group once
-the task returns, whatever became of it; `GroupedBatches` instead takes the task's verdict per
-message, so that:
+and hands the group to a pool process. Storing a group is one transaction and one COPY
+(`batches_persist`), however many streamers its batches came from. celery-batches itself
+acknowledges every message of a group once the task returns, whatever became of it;
+`GroupedBatches` instead takes the task's verdict per message, so that:
 - a message is acknowledged only after the transaction holding its batch has committed; a worker
   killed in the middle of a group leaves every message of it to be redelivered, and storing is
   idempotent, so nothing is stored twice;
@@ -122,8 +122,8 @@ class GroupedBatches(Batches):
             if self._gathered and self._samples + samples > self.flush_samples:
                 self._do_flush()
             if not self._gathered:
-                # A group waits from its own first message: celery-batches' timer on a fixed period
-                # cut the group after a full one short, into groups of a message or two.
+                # A group waits from its own first message: celery-batches' timer, on a fixed
+                # period, cut short the group that followed a full one.
                 self._tref = timer.call_after(self.flush_interval, self._do_flush)
             self._gathered.append(message)
             self._samples += samples
