@@ -162,8 +162,8 @@ def pending(timer: Timer) -> list:
 
 
 def test_a_group_waits_from_its_own_first_message():
-    """A timer on a fixed period, started by the first group, cut each group after a full one short,
-    to a message or two."""
+    """A timer on a fixed period, started by the first group, cut short the group that followed a
+    full one: here it would have stored message 3 alone when the first group's period came round."""
     gather, pool, timer = grouping(flush_samples=400, flush_interval=60)
     gather(GatheredMessage(200, 1))
     gather(GatheredMessage(200, 2))  # full: stored at once
