@@ -10,6 +10,7 @@ telemetry_bench_smoke) and its own RabbitMQ queue, so it never touches the tests
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -130,46 +131,73 @@ def stored_total() -> tuple[int, float]:
 
 def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, batch_size: int | None = None,
            timeout: float = 600) -> dict:
-    """Stream `csv` through real workers; samples/s from the first publish to the last commit.
+    """`manage.py stream csv` through real workers, as a user runs it; samples/s from the command's
+    start to the last commit, and beside it from the streamer's first connection to the broker.
 
-    The streamer's settings are the `stream` command's defaults (those of the chart), except the
-    batch size where one is given."""
+    The command runs with its defaults (those of the chart), but for `--workers` (one per core),
+    `--timestamps source` (a replay) and the batch size where one is given."""
     from django.conf import settings
 
-    from config.celery import app
-    from telemetry.ingest.streamer.publisher import BatchPublisher
     from telemetry.models import IngestCounter
-    from telemetry.ingest.streamer.stream import StreamConfig, Streamer
+
+    def stored() -> int:
+        return harness.counter(IngestCounter.SAMPLES_STORED) + harness.counter(IngestCounter.SAMPLES_DUPLICATE)
 
     harness.queues_purge()
     harness.database_settle()
+    command = [sys.executable, "manage.py", "stream", str(csv), "--workers", str(STREAM_WORKERS),
+               "--timestamps", "source", *(["--batch-size", str(batch_size)] if batch_size else [])]
+    log = run.work / f"stream-{time.monotonic_ns()}.log"
     with harness.Worker(run.work, max_per_gpu=max_per_gpu) as worker:
-        already = harness.counter(IngestCounter.SAMPLES_STORED) + harness.counter(IngestCounter.SAMPLES_DUPLICATE)
-        stop, abort = threading.Event(), threading.Event()
-        # The streamer's worker processes are this process's children: their CPU time is counted
-        # as the streamer's once they are reaped, before run() returns.
+        already = stored()
+        # The command is this process's child: its CPU time (its worker processes' included) is
+        # counted as the streamer's once it is reaped, before subprocess.run returns.
         groups = {"collector": worker.pids(), "streamer": {os.getpid()}}
         cpu_before = harness.cpu_seconds(groups)
-        config = StreamConfig(source=str(csv), workers=STREAM_WORKERS, batch_size=batch_size or settings.STREAM_BATCH_SIZE,
-                              flush_interval=settings.STREAM_FLUSH_INTERVAL, timestamps="source", progress_interval=3600)
-        stats = Streamer(config, publisher_factory=lambda: BatchPublisher(app=app, abort=abort), stop=stop,
-                         abort=abort).run()
+        started = time.time()
+        with log.open("w") as stderr:
+            streamer = subprocess.run(command, cwd=harness.REPO, env=dict(os.environ, LOG_LEVEL="INFO", LOG_FORMAT="json"),
+                                      stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout)
         streamed_at = time.time()
+        if streamer.returncode:
+            raise RuntimeError(f"{' '.join(command[1:])} exited with {streamer.returncode}; see {log}")
+        samples, batches = streamed(streamer.stdout)
         deadline = time.monotonic() + timeout
-        while harness.counter(IngestCounter.SAMPLES_STORED) + harness.counter(IngestCounter.SAMPLES_DUPLICATE) - already < stats.samples:
+        while stored() - already < samples:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ingest did not finish in {timeout}s; see {worker.log}")
             time.sleep(0.02)
         done = time.time()
-        wall = done - stats.first_publish_at
+        wall = done - started
         cpu = harness.cpu_share(cpu_before, harness.cpu_seconds(groups), wall)
-    run.check(stats.samples == expected, f"streamer sent {stats.samples} samples, expected {expected}")
+    connected_at = first_connection(log)
+    run.check(samples == expected, f"streamer sent {samples} samples, expected {expected}")
     return {
-        "samples": stats.samples, "batches": stats.batches, "batch_size": config.batch_size,
+        "samples": samples, "batches": batches, "batch_size": batch_size or settings.STREAM_BATCH_SIZE,
         "streamer_workers": STREAM_WORKERS,
-        "seconds": round(wall, 3), "samples_per_s": stats.samples / wall,
-        "streamer_seconds": round(streamed_at - stats.first_publish_at, 3), "cpu_share": cpu,
+        "seconds": round(wall, 3), "samples_per_s": samples / wall,
+        "from_first_connection": {"seconds": round(done - connected_at, 3),
+                                  "samples_per_s": samples / (done - connected_at)},
+        "streamer_seconds": round(streamed_at - started, 3), "cpu_share": cpu,
     }
+
+
+def streamed(summary: str) -> tuple[int, int]:
+    """(samples, batches) from the `stream` command's last line: "streamed N samples in B batches (…)"."""
+    match = re.search(r"streamed (\d+) samples in (\d+) batches", summary)
+    if not match:
+        raise RuntimeError(f"the stream command did not say what it streamed: {summary!r}")
+    return int(match[1]), int(match[2])
+
+
+def first_connection(log: Path) -> float:
+    """When the streamer's first worker connected to the broker (its JSON log's time), right before its first publish."""
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    times = [datetime.fromisoformat(entry["time"]).timestamp() for entry in entries
+             if entry["message"].startswith("connected to ")]
+    if not times:
+        raise RuntimeError(f"the streamer never said it connected to the broker; see {log}")
+    return min(times)
 
 
 def check_stored(run: Run, what: str, count: int, value_sum: int) -> None:

@@ -216,6 +216,7 @@ class BatchPublisher:
             raise
         self._producer = self._app.amqp.Producer(channel, auto_declare=False)
         self._connection = connection
+        logger.info("connected to %s; publishing to queue %s", connection.as_uri(), self._queue.name)
         self._next_tag = 1  # a channel numbers its deliveries from 1 once in confirm mode
 
     def _drop_connection(self) -> None:

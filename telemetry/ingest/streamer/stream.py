@@ -12,7 +12,6 @@ holds before it ends.
 """
 import itertools
 import logging
-import multiprocessing
 import multiprocessing.synchronize
 import threading
 import time
@@ -20,7 +19,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -85,9 +83,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 class Tally(Protocol):
     """Where a worker counts what it publishes: StreamStats in this process, _WorkerTally in a worker process."""
 
-    def publishing(self) -> None:
-        """Called right before each publish."""
-
     def add_batch(self, samples: int, rejected: int) -> None:
         """Called after each publish."""
 
@@ -101,13 +96,6 @@ class StreamStats:
         self.rejected = 0
         self.scrapes: ScrapeStats | None = None  # when the source is dcgm-exporter URLs
         self.started = time.monotonic()
-        # time.time() right before the first publish of any worker: a wall-clock time, comparable
-        # across processes (perf_counter's is not), for timing a stream from its first publish.
-        self.first_publish_at: float | None = None
-
-    def publishing(self) -> None:
-        if self.first_publish_at is None:
-            self.first_publish_at = time.time()
 
     def add_batch(self, samples: int, rejected: int) -> None:
         self.samples += samples
@@ -127,21 +115,11 @@ _COUNTERS = ("samples", "batches", "rejected")
 
 
 class _WorkerTally:
-    """A worker process's counts, shown to the parent through its counter slot; the first publish of
-    all workers through one shared time (0.0 until then)."""
+    """A worker process's counts, shown to the parent through its counter slot."""
 
-    def __init__(self, slot: WorkerSlot, first_publish_at: "Synchronized[float]") -> None:
+    def __init__(self, slot: WorkerSlot) -> None:
         self._slot = slot
-        self._first_publish_at = first_publish_at
         self._counts = StreamStats()
-
-    def publishing(self) -> None:
-        if self._counts.first_publish_at is not None:
-            return
-        self._counts.publishing()
-        with self._first_publish_at.get_lock():  # the earliest worker's time stays
-            if not self._first_publish_at.value:
-                self._first_publish_at.value = self._counts.first_publish_at
 
     def add_batch(self, samples: int, rejected: int) -> None:
         counts = self._counts
@@ -192,8 +170,7 @@ class Streamer:
         abort: threading.Event,
     ) -> None:
         """`publisher_factory` makes a worker's publisher, in the worker: in a forked worker process when
-        `config.workers` > 1 (what it records there stays there; `run()`'s stats say what the parent
-        needs, such as `first_publish_at`)."""
+        `config.workers` > 1 (what it records there stays there; `run()`'s stats sum the workers' counts)."""
         self.config = config
         self.stats = StreamStats()
         self._publisher_factory = publisher_factory
@@ -248,13 +225,12 @@ class Streamer:
 
     def _run_workers(self, shares: list[list[LineRange]]) -> None:
         """A forked worker process per share; this process sums their counts and writes the progress lines."""
-        first_publish_at = multiprocessing.get_context("fork").Value("d", 0.0)
-        jobs = [partial(self._stream_share, share, first_publish_at) for share in shares]
+        jobs = [partial(self._stream_share, share) for share in shares]
         next_line = time.monotonic() + self.config.progress_interval
 
         def on_poll() -> None:
             nonlocal next_line
-            self._take_counts(pool, first_publish_at)
+            self._take_counts(pool)
             if time.monotonic() >= next_line:
                 logger.info(self.stats.line())
                 next_line = time.monotonic() + self.config.progress_interval
@@ -262,20 +238,18 @@ class Streamer:
         with WorkerPool("stream", jobs, counters=_COUNTERS, plain_errors=(SourceFormatError,),
                         death_note="what it held was not sent") as pool:
             pool.wait(stop=self._stop, abort=self._abort, on_poll=on_poll)
-        self._take_counts(pool, first_publish_at)
+        self._take_counts(pool)
 
-    def _take_counts(self, pool: WorkerPool, first_publish_at: "Synchronized[float]") -> None:
+    def _take_counts(self, pool: WorkerPool) -> None:
         sums = pool.counters.sums()
         self.stats.samples, self.stats.batches, self.stats.rejected = (sums[name] for name in _COUNTERS)
-        self.stats.first_publish_at = first_publish_at.value or None
 
-    def _stream_share(self, share: list[LineRange], first_publish_at: "Synchronized[float]",
-                      slot: WorkerSlot) -> None:
+    def _stream_share(self, share: list[LineRange], slot: WorkerSlot) -> None:
         """A worker process's job: stream its range of every file."""
         # A share of no lines (a file shorter than the workers) would loop without ever yielding a row.
         loop = self.config.loop and any(line_range.size for line_range in share)
         self._stream(lambda on_reject: read_line_ranges(share, on_reject=on_reject), loop=loop, stop=slot.stop,
-                     tally=_WorkerTally(slot, first_publish_at))
+                     tally=_WorkerTally(slot))
 
     def _stream(self, read_once: ReadOnce, *, loop: bool, stop: StopEvent, tally: Tally) -> None:
         """One worker: its samples through its own hold and publisher until they end or `stop`, then what it holds."""
@@ -291,7 +265,6 @@ class Streamer:
         def send(batch: Batch) -> None:
             nonlocal reported_rejects
             batch.rejected = (rejects.count if rejects is not None else 0) - reported_rejects
-            tally.publishing()
             publisher.publish(encode_batch(batch), samples=len(batch))
             tally.add_batch(len(batch), batch.rejected)
             reported_rejects += batch.rejected

@@ -104,6 +104,18 @@ def test_each_message_is_celerys_task_call_with_only_the_headers_that_say_someth
                                                         "chord": None}]] * 3
 
 
+def test_connecting_names_the_broker_and_queue_without_the_password(caplog):
+    caplog.set_level(logging.INFO, logger="telemetry.ingest.streamer.publisher")
+    publisher = BatchPublisher(app=app, abort=threading.Event())
+    publisher.publish(payloads(1)[0], samples=200)
+    publisher.close()
+    broker = app.connection_for_write()
+    password = broker.password
+    connected = [r.getMessage() for r in caplog.records if r.getMessage().startswith("connected to ")]
+    assert connected == [f"connected to {broker.as_uri()}; publishing to queue {settings.INGEST_QUEUE}"]
+    assert password and f":{password}@" not in caplog.text
+
+
 def test_publish_returns_before_the_broker_confirms():
     publisher = BatchPublisher(app=app, abort=threading.Event())
     in_flight = []

@@ -207,7 +207,7 @@ def test_rejects_in_the_second_workers_range_keep_their_line_numbers_and_count_o
     assert wait_until(lambda: counter("rows_rejected") == 4 and stored_count() == SAMPLE_COUNT - 4)
 
 
-def test_progress_lines_sum_the_workers_and_stats_time_the_first_publish(caplog):
+def test_progress_lines_sum_the_workers(caplog):
     published: list[int] = []
 
     class SlowDiscard:
@@ -220,11 +220,9 @@ def test_progress_lines_sum_the_workers_and_stats_time_the_first_publish(caplog)
 
     caplog.set_level(logging.INFO, logger="telemetry.ingest.streamer")
     config = StreamConfig(str(SAMPLE_CSV), workers=3, batch_size=100, reorder_window=0, progress_interval=0.1)
-    before = time.time()
     stats = Streamer(config, publisher_factory=SlowDiscard, stop=threading.Event(), abort=threading.Event()).run()
     assert (stats.samples, stats.rejected) == (SAMPLE_COUNT, 0)
     assert stats.batches >= SAMPLE_COUNT // 100
-    assert before < stats.first_publish_at < time.time()
     assert published == []
     lines = [r.getMessage() for r in caplog.records if r.name == "telemetry.ingest.streamer.stream"]
     progress = [int(line.split()[1]) for line in lines if line.startswith("streamed ")]
