@@ -16,14 +16,16 @@ class BatchBuilder:
     """
 
     def __init__(self) -> None:
-        # (uuid, mig_instance, ts) → [gpu, labels, metric names, values, creation number]; dicts keep insertion order.
+        # (uuid, mig_instance, ts) → [gpu, labels, metric names, values, creation number, number of its
+        # newest sample]; dicts keep insertion order.
         self._readings: dict[tuple[str, int | None, int], list] = {}
-        self._samples = 0
+        self._taken = 0
         self.readings_created = 0
+        self.samples_added = 0
 
     def __len__(self) -> int:
         """Samples held."""
-        return self._samples
+        return self.samples_added - self._taken
 
     def add(self, sample: Sample) -> int:
         """Hold `sample` in its reading; returns the samples now held."""
@@ -32,23 +34,21 @@ class BatchBuilder:
         key = (gpu.uuid, gpu.mig_instance, sample.timestamp_us)
         reading = self._readings.get(key)
         if reading is None:
-            reading = self._readings[key] = [gpu, sample.labels, [], [], self.readings_created]
+            reading = self._readings[key] = [gpu, sample.labels, [], [], self.readings_created, 0]
             self.readings_created += 1
         reading[2].append(sample.metric)
         reading[3].append(sample.value)
-        self._samples += 1
-        return self._samples
+        self.samples_added += 1
+        reading[5] = self.samples_added
+        return self.samples_added - self._taken
 
-    def take(self, samples: int | None = None, *, created_before: int | None = None) -> Batch:
-        """The oldest readings, up to the first that brings the batch to `samples` samples.
-
-        `created_before` keeps back readings created at or after that creation number (see
-        `readings_created`), so a reading still filling is not sent too early.
-        """
+    def take(self, samples: int | None = None, *, due: "Due | None" = None) -> Batch:
+        """The oldest readings, up to the first that brings the batch to `samples` samples, or the
+        first that is not `due` yet."""
         keys = []
         taken = 0
         for key, reading in self._readings.items():
-            if (samples is not None and taken >= samples) or (created_before is not None and reading[4] >= created_before):
+            if (samples is not None and taken >= samples) or (due is not None and not due.of(reading[4], reading[5])):
                 break
             keys.append(key)
             taken += len(reading[3])
@@ -56,14 +56,14 @@ class BatchBuilder:
         batch = Batch(gpus=tables.gpus, metrics=tables.metrics, labels=tables.labels, gpu=[], ts=[], label=[], size=[],
                       metric=[], value=[])
         for key in keys:
-            gpu, labels, metrics, values, _ = self._readings.pop(key)
+            gpu, labels, metrics, values, _, _ = self._readings.pop(key)
             batch.gpu.append(tables.gpu_index(gpu))
             batch.ts.append(key[2])
             batch.label.append(tables.label_index(labels))
             batch.size.append(len(values))
             batch.metric.extend(tables.metric_indexes(metrics))
             batch.value.extend(values)
-        self._samples -= taken
+        self._taken += taken
         return batch
 
     def build(self) -> Batch:
@@ -77,7 +77,9 @@ class HeldReadings:
     Up to `reorder_window` samples beyond a batch are held, so a reading whose metrics lie far
     apart in the source (a DCGM export lists a time step metric by metric) still leaves whole.
     Every `flush_interval` seconds the readings that were already held at the previous check are
-    sent, so no sample waits more than two intervals, however slow the source.
+    sent once no sample came to them since (a replay that reads a time step for longer than an
+    interval would send its readings in parts otherwise), and those held at the check before it
+    whatever: no sample waits more than three intervals, however slow the source.
     """
 
     def __init__(self, batch_size: int, reorder_window: int, flush_interval: float | None) -> None:
@@ -85,7 +87,7 @@ class HeldReadings:
         self._batch_size = batch_size
         self._full = batch_size + reorder_window
         self._interval = flush_interval
-        self._mark = 0
+        self._mark = Due(created_before=0, quiet_through=0, forced_before=0)
         self.next_check = time.monotonic() + flush_interval if flush_interval is not None else float("inf")
 
     def feed(self, samples: Iterable[Sample | None]) -> Iterator[Batch]:
@@ -106,20 +108,35 @@ class HeldReadings:
         while len(self._builder) >= self._full:
             yield self._builder.take(self._batch_size)
         if time.monotonic() >= self.next_check:
-            mark, self._mark = self._mark, self._builder.readings_created
-            yield from self._batches(created_before=mark)
+            due, builder = self._mark, self._builder
+            self._mark = Due(created_before=builder.readings_created, quiet_through=builder.samples_added,
+                             forced_before=due.created_before)
+            yield from self._batches(due)
             self.next_check = time.monotonic() + self._interval
 
     def drain(self) -> Iterator[Batch]:
         """Everything held, in batches."""
-        yield from self._batches(created_before=None)
+        yield from self._batches(None)
 
-    def _batches(self, *, created_before: int | None) -> Iterator[Batch]:
+    def _batches(self, due: "Due | None") -> Iterator[Batch]:
         while len(self._builder):
-            batch = self._builder.take(self._batch_size, created_before=created_before)
+            batch = self._builder.take(self._batch_size, due=due)
             if not len(batch):
                 return
             yield batch
+
+
+@dataclass(frozen=True)
+class Due:
+    """Which held readings a flush check sends, from the builder's counts at the check before it
+    (`readings_created`, `samples_added`) and at the one before that."""
+
+    created_before: int  # readings created before the previous check …
+    quiet_through: int   # … that have had no sample since it
+    forced_before: int   # readings created before the check before that, whatever came since
+
+    def of(self, created: int, newest_sample: int) -> bool:
+        return created < self.forced_before or (created < self.created_before and newest_sample <= self.quiet_through)
 
 
 @dataclass
