@@ -42,12 +42,16 @@ def queues_version_2(queue: str) -> None:
     """Store this bench's queues (the ingest queue and its dead letters, named after it) in classic
     queue version 2, as the chart's broker stores new queues (classic_queue.default_version = 2):
     a policy on their names, since this machine's broker keeps its own default."""
-    policy = ["rabbitmqctl", "-q", "set_policy", "--apply-to", "queues", f"bench-{queue}", f"^{re.escape(queue)}",
+    policy = ["rabbitmqctl", "-q", "set_policy", "--apply-to", "queues", _policy_name(queue), f"^{re.escape(queue)}",
               '{"queue-version": 2}']
     try:
         subprocess.run(policy, check=True, capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"note: the bench's queues keep this broker's classic queue version ({exc})", flush=True)
+
+
+def _policy_name(queue: str) -> str:
+    return f"bench-{queue}"
 
 
 def database_recreate(name: str) -> None:
@@ -143,6 +147,9 @@ def queues_purge() -> None:
 
 
 def queues_delete() -> None:
+    """Delete this bench's queues, and the policy `configure_django` set on their names."""
+    from django.conf import settings
+
     from config.celery import app
     from telemetry.ingest.queues import dead_letter_queue, ingest_queue
 
@@ -152,6 +159,11 @@ def queues_delete() -> None:
                 queue.bind(connection.default_channel).delete()
             except Exception:  # already gone
                 pass
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "clear_policy", _policy_name(settings.INGEST_QUEUE)], capture_output=True,
+                       timeout=60)
+    except (OSError, subprocess.SubprocessError):  # no rabbitmqctl here: no policy was set either
+        pass
 
 
 class Worker:

@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         report = measure(workload)
     finally:
         connection.close()
+        harness.queues_delete()
         if not args.keep_db:
             harness.database_drop(DB)
     report["seconds"] = round(time.perf_counter() - began, 1)

@@ -439,6 +439,7 @@ def measure(workload: Workload = FULL, *, work: Path | None = None, keep_db: boo
             report["window"][f"goal_met_{shape}"] = None if ratio is None else ratio <= WINDOW_GOAL
     finally:
         connection.close()
+        harness.queues_delete()
         if not keep_db:
             harness.database_drop(DB_NAME)
         shutil.rmtree(work / "prometheus-data", ignore_errors=True)
