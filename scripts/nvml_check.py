@@ -56,7 +56,7 @@ for sample in read_nvml(interval=0.5, stop=stop):
 query = "uuid,name,utilization.gpu,utilization.memory,temperature.gpu,power.draw,clocks.sm,clocks.mem,memory.used,memory.free"
 _, smi = nvidia_smi(f"--query-gpu={query}", "--format=csv,noheader,nounits")
 held = HeldReadings(1000, 100, None)
-batches = [*held.feed(iter(samples)), *held.drain()]
+batches = [*(batch for burst in held.feed(iter(samples)) for batch in burst), *held.drain()]
 round_trip = all(decode_batch(encode_batch(b)).samples() == b.samples() for b in batches)
 last = ticks[-2]
 last_tick: dict[str, dict[str, float]] = {}

@@ -1,4 +1,5 @@
-"""Small builders of samples and batches for the ingest tests."""
+"""Small builders of samples and batches for the ingest tests, and a stand-in for the streamer's publisher."""
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from telemetry.ingest.wire import Batch, GpuInfo, Sample
@@ -28,3 +29,17 @@ def file_batch(path: Path) -> Batch:
     for sample in read_path(path, on_reject=lambda *args: None):
         builder.add(sample)
     return builder.build()
+
+
+class PublisherStandIn:
+    """What the streamer needs of a publisher (stream.Publisher), for tests that record or drop
+    what it sends: a subclass says what `publish` does; a burst changes nothing here."""
+
+    def publish(self, payload: bytes, *, samples: int) -> None:
+        raise NotImplementedError
+
+    def burst(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def close(self) -> None:
+        pass

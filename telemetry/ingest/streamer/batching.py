@@ -76,22 +76,27 @@ class HeldReadings:
 
     Up to `reorder_window` samples beyond a batch are held, so a reading whose metrics lie far
     apart in the source (a DCGM export lists a time step metric by metric) still leaves whole.
+    Batches come out in bursts, those due at once: with `burst_samples` larger than a batch, full
+    batches wait until that many samples are beyond the window and leave together (the streamer
+    writes a burst to the broker in one go; a message written alone wakes the broker alone).
     Every `flush_interval` seconds the readings that were already held at the previous check are
     sent once no sample came to them since (a replay that reads a time step for longer than an
     interval would send its readings in parts otherwise), and those held at the check before it
     whatever: no sample waits more than three intervals, however slow the source.
     """
 
-    def __init__(self, batch_size: int, reorder_window: int, flush_interval: float | None) -> None:
+    def __init__(self, batch_size: int, reorder_window: int, flush_interval: float | None, *,
+                 burst_samples: int = 0) -> None:
         self._builder = BatchBuilder()
         self._batch_size = batch_size
-        self._full = batch_size + reorder_window
+        self._beyond = reorder_window + batch_size  # a batch is taken while this many samples are held
+        self._full = reorder_window + max(batch_size, burst_samples)
         self._interval = flush_interval
         self._mark = Due(created_before=0, quiet_through=0, forced_before=0)
         self.next_check = time.monotonic() + flush_interval if flush_interval is not None else float("inf")
 
-    def feed(self, samples: Iterable[Sample | None]) -> Iterator[Batch]:
-        """Hold each of `samples`, yielding the batches that come due meanwhile (see `ready`).
+    def feed(self, samples: Iterable[Sample | None]) -> Iterator[list[Batch]]:
+        """Hold each of `samples`, yielding the bursts of batches that come due meanwhile (see `ready`).
 
         A source with nothing to give yet may yield None: the flush deadline is still checked.
         This is the streamer's and backfill's loop over rows, one function with its lookups in
@@ -103,15 +108,20 @@ class HeldReadings:
                 continue
             yield from self.ready()
 
-    def ready(self) -> Iterator[Batch]:
-        """The batches due now: full ones beyond the window, then those that came of age."""
-        while len(self._builder) >= self._full:
-            yield self._builder.take(self._batch_size)
+    def ready(self) -> Iterator[list[Batch]]:
+        """The bursts due now: the full batches beyond the window, then those that came of age."""
+        builder = self._builder
+        if len(builder) >= self._full:
+            full = []
+            while len(builder) >= self._beyond:
+                full.append(builder.take(self._batch_size))
+            yield full
         if time.monotonic() >= self.next_check:
-            due, builder = self._mark, self._builder
+            due = self._mark
             self._mark = Due(created_before=builder.readings_created, quiet_through=builder.samples_added,
                              forced_before=due.created_before)
-            yield from self._batches(due)
+            if aged := list(self._batches(due)):
+                yield aged
             self.next_check = time.monotonic() + self._interval
 
     def drain(self) -> Iterator[Batch]:

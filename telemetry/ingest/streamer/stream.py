@@ -16,7 +16,8 @@ import multiprocessing.synchronize
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,8 @@ from telemetry.ingest.streamer.sources import (
 logger = logging.getLogger(__name__)
 
 TimestampMode = Literal["now", "source"]
+# Small batches due at once are published together up to this many samples (see HeldReadings).
+BURST_SAMPLES = 4000
 # What tells a worker to stop: the command's Event in this process, the pool's in a worker process.
 StopEvent = threading.Event | multiprocessing.synchronize.Event
 
@@ -78,6 +81,18 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"shard {text!r}: need 0 <= I < N")
     return index, count
+
+
+class Publisher(Protocol):
+    """Where a worker sends its batches: a BatchPublisher, or a test's recorder."""
+
+    def publish(self, payload: bytes, *, samples: int) -> None: ...
+
+    def burst(self) -> AbstractContextManager[None]:
+        """Batches published inside leave together, when it ends."""
+
+    def close(self) -> None:
+        """Sends what is still held; called once, when the worker ends."""
 
 
 class Tally(Protocol):
@@ -165,7 +180,7 @@ class Streamer:
         self,
         config: StreamConfig,
         *,
-        publisher_factory: Callable[[], "object"],
+        publisher_factory: Callable[[], Publisher],
         stop: threading.Event,
         abort: threading.Event,
     ) -> None:
@@ -259,28 +274,30 @@ class Streamer:
         # scraped by one streamer of them: each reports its own.
         rejects = RejectLog() if config.shard[0] == 0 or config.scrapes else None
         publisher = self._publisher_factory()
-        held = HeldReadings(config.batch_size, config.reorder_window, config.flush_interval)
+        held = HeldReadings(config.batch_size, config.reorder_window, config.flush_interval,
+                            burst_samples=BURST_SAMPLES)
         reported_rejects = 0
 
-        def send(batch: Batch) -> None:
+        def send(batches: Iterable[Batch]) -> None:
             nonlocal reported_rejects
-            batch.rejected = (rejects.count if rejects is not None else 0) - reported_rejects
-            publisher.publish(encode_batch(batch), samples=len(batch))
-            tally.add_batch(len(batch), batch.rejected)
-            reported_rejects += batch.rejected
+            with publisher.burst():
+                for batch in batches:
+                    batch.rejected = (rejects.count if rejects is not None else 0) - reported_rejects
+                    publisher.publish(encode_batch(batch), samples=len(batch))
+                    tally.add_batch(len(batch), batch.rejected)
+                    reported_rejects += batch.rejected
 
         samples = self._source(read_once, _ignore_rejects if rejects is None else rejects, loop=loop, stop=stop)
         if config.rate and not config.scrapes:
             samples = self._paced(samples, held, stop)
         try:
-            for batch in held.feed(samples):
-                send(batch)
+            for burst in held.feed(samples):
+                send(burst)
                 if stop.is_set():
                     break
-            for batch in held.drain():
-                send(batch)
+            send(held.drain())
             if rejects is not None and rejects.count > reported_rejects:  # rows rejected after the last sample
-                send(BatchBuilder().build())
+                send([BatchBuilder().build()])
         finally:
             publisher.close()
 

@@ -215,8 +215,9 @@ class RangeParser:
         with open_range(line_range) as stream:
             samples = read_csv(stream, path=str(line_range.path), on_reject=self.rejects,
                                first_line=line_range.first_line)
-            for batch in self.held.feed(samples):
-                self._hand_on(batch)
+            for burst in self.held.feed(samples):
+                for batch in burst:
+                    self._hand_on(batch)
                 on_progress(done_bytes=self.done_bytes + stream.raw.range_read, rows=self.rows)
                 if should_stop():
                     self.done_bytes += stream.raw.range_read

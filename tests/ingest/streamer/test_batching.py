@@ -49,7 +49,7 @@ def test_a_flush_check_sends_a_held_reading_once_it_is_quiet_or_two_checks_old()
 
     def check() -> list[tuple[list[int], list[int]]]:
         held.next_check = 0
-        return [(batch.ts, batch.size) for batch in held.ready()]
+        return [(batch.ts, batch.size) for burst in held.ready() for batch in burst]
 
     add("a", 1)
     add("b", 1)
@@ -60,3 +60,21 @@ def test_a_flush_check_sends_a_held_reading_once_it_is_quiet_or_two_checks_old()
     add("d", 1)
     # t=1 was held two checks ago: it goes whatever came since; t=2 is quiet since the last check.
     assert check() == [([1, 2], [4, 1])]
+
+
+def test_full_batches_wait_beyond_the_window_to_leave_as_one_burst():
+    gpus = [GpuInfo(f"GPU-{n}", "h", n, "", "") for n in range(50)]
+    held = HeldReadings(batch_size=100, reorder_window=600, flush_interval=None, burst_samples=400)
+    source = (Sample(gpu, f"m{metric}", t, 1.0, None) for t in range(3) for metric in range(10) for gpu in gpus)
+    bursts = list(held.feed(source))
+    # Each time 1,000 samples are held (a window of 600 and a burst of 400), full batches are
+    # taken down to the window: four of 100 samples at once, not one every 100 samples.
+    assert [[len(batch) for batch in burst] for burst in bursts] == [[100] * 4, [100] * 4]
+    rest = list(held.drain())
+    assert sum(map(len, rest)) == 700 and {size for b in [*bursts[0], *bursts[1], *rest] for size in b.size} == {10}
+
+
+def test_without_a_burst_each_full_batch_leaves_alone():
+    held = HeldReadings(batch_size=2, reorder_window=0, flush_interval=None)
+    source = [Sample(GPU, "a", t, 1.0, None) for t in range(6)]
+    assert [[batch.ts for batch in burst] for burst in held.feed(source)] == [[[0, 1]], [[2, 3]], [[4, 5]]]

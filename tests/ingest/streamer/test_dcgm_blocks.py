@@ -54,7 +54,7 @@ def read_python(path, parts: int, *, batch_size: int = 50, window: int = BIG_WIN
         with open_range(line_range) as stream:
             samples = read_csv(stream, path=str(path), on_reject=lambda p, line, why: rejects.append((line, why)),
                                first_line=line_range.first_line)
-            batches.append(list(held.feed(samples)))
+            batches.append([batch for burst in held.feed(samples) for batch in burst])
         batches[-1] += held.drain()
     return batches, rejects
 

@@ -20,6 +20,7 @@ from telemetry.ingest.streamer.stream import StreamConfig, Streamer
 from telemetry.ingest.wire import Batch, GpuInfo, Labels
 from telemetry.management.commands.stream import Command, _config_from_options
 from tests.conftest import REPO, subprocess_env, wait_until
+from tests.ingest.factories import PublisherStandIn
 from tests.ingest.streamer.fake_exporter import (
     DRIVER, FIELDS, MODEL, NAN_FIELD, FakeExporter, dcgm_page, expected_values, node_devices,
 )
@@ -242,7 +243,7 @@ def test_shards_partition_the_urls():
 # --- the scraper, the streamer and the command ---
 
 
-class Captured:
+class Captured(PublisherStandIn):
     """A publisher that keeps the batches (encode_batch is patched to hand them over as they are)."""
 
     def __init__(self) -> None:
@@ -250,9 +251,6 @@ class Captured:
 
     def publish(self, batch: Batch, *, samples: int) -> None:
         self.batches.append(batch)
-
-    def close(self) -> None:
-        pass
 
     def samples(self) -> list:
         return [sample for batch in self.batches for sample in batch.samples()]

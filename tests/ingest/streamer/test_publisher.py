@@ -2,6 +2,7 @@
 import logging
 import os
 import re
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -126,6 +127,33 @@ def test_publish_returns_before_the_broker_confirms():
     assert max(in_flight) > 1  # one round trip per batch would leave at most the batch just sent
     assert publisher.unconfirmed_batches == 0
     assert queued_count() == 200
+
+
+def test_a_burst_is_written_when_it_ends_and_leaves_the_socket_uncorked():
+    sent = payloads(10)
+    publisher = BatchPublisher(app=app, abort=threading.Event(), window_batches=3)
+    with publisher.burst():
+        for payload in sent:
+            publisher.publish(payload, samples=200)
+        assert queued_count() == 0 and publisher.unconfirmed_batches == 10  # held, none written yet
+    # Three times the window: the burst went out in parts, each waiting for confirms.
+    assert publisher.unconfirmed_batches <= 3
+    # Corked writes left once it ended: none waits in the kernel for more to fill a segment.
+    assert publisher._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+    publisher.close()
+    assert [body_payload(m) for m in queued_messages()] == sent
+
+
+def test_a_burst_that_fails_leaves_its_batches_to_close():
+    sent = payloads(3)
+    publisher = BatchPublisher(app=app, abort=threading.Event())
+    with pytest.raises(RuntimeError, match="encoder broken"), publisher.burst():
+        for payload in sent[:2]:
+            publisher.publish(payload, samples=200)
+        raise RuntimeError("encoder broken")
+    assert queued_count() == 0
+    publisher.close()
+    assert [body_payload(m) for m in queued_messages()] == sent[:2]
 
 
 def test_a_full_window_of_batches_waits_for_confirms():

@@ -18,6 +18,7 @@ from telemetry.ingest.streamer.stream import StreamConfig, Streamer, in_share, p
 from telemetry.ingest.wire import GpuInfo, Sample as SourceSample
 from telemetry.ingest.streamer.batching import HeldReadings
 from telemetry.models import Gpu, IngestCounter
+from tests.ingest.factories import PublisherStandIn
 from tests.samples import stored_count, stored_samples, stored_sum
 from tests.conftest import (
     REPO, SAMPLE_COUNT, SAMPLE_CSV, SAMPLE_GPUS, SAMPLE_HOSTS, SAMPLE_VALUE_SUM, manage, subprocess_env, wait_until,
@@ -141,7 +142,7 @@ def test_held_readings_leave_whole_when_a_time_step_is_listed_metric_by_metric()
     gpus = [GpuInfo(f"GPU-{n}", "h", n, "", "") for n in range(50)]
     held = HeldReadings(batch_size=100, reorder_window=600, flush_interval=None)
     source = (SourceSample(gpu, f"m{metric}", t, 1.0, None) for t in range(3) for metric in range(10) for gpu in gpus)
-    fed = list(held.feed(source))
+    fed = [batch for burst in held.feed(source) for batch in burst]
     assert len(fed) == 9  # (1,500 samples - a window of 600) / 100: sent while the source runs
     batches = [*fed, *held.drain()]
     assert sum(len(b) for b in batches) == 1500
@@ -151,12 +152,9 @@ def test_held_readings_leave_whole_when_a_time_step_is_listed_metric_by_metric()
 def test_a_paced_stream_sends_what_it_holds_every_flush_interval():
     published: list[tuple[float, int]] = []
 
-    class Recorder:
+    class Recorder(PublisherStandIn):
         def publish(self, payload: bytes, *, samples: int) -> None:
             published.append((time.monotonic(), samples))
-
-        def close(self) -> None:
-            pass
 
     stop = threading.Event()
     config = StreamConfig(str(SAMPLE_CSV), rate=500, batch_size=100_000, flush_interval=0.2, loop=True)
@@ -210,13 +208,10 @@ def test_rejects_in_the_second_workers_range_keep_their_line_numbers_and_count_o
 def test_progress_lines_sum_the_workers(caplog):
     published: list[int] = []
 
-    class SlowDiscard:
+    class SlowDiscard(PublisherStandIn):
         def publish(self, payload: bytes, *, samples: int) -> None:
             published.append(samples)  # in the worker process: never seen here
             time.sleep(0.05)
-
-        def close(self) -> None:
-            pass
 
     caplog.set_level(logging.INFO, logger="telemetry.ingest.streamer")
     config = StreamConfig(str(SAMPLE_CSV), workers=3, batch_size=100, reorder_window=0, progress_interval=0.1)
@@ -254,12 +249,9 @@ def test_a_slowly_paced_stream_sends_a_sample_within_two_flush_intervals():
     # not only when the next sample arrives half a second later.
     published: list[float] = []
 
-    class Recorder:
+    class Recorder(PublisherStandIn):
         def publish(self, payload: bytes, *, samples: int) -> None:
             published.append(time.monotonic())
-
-        def close(self) -> None:
-            pass
 
     stop = threading.Event()
     config = StreamConfig(str(SAMPLE_CSV), rate=2, batch_size=100_000, flush_interval=0.1, reorder_window=0)
