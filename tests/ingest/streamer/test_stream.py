@@ -6,6 +6,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timezone
 
 import pytest
@@ -147,6 +149,32 @@ def test_held_readings_leave_whole_when_a_time_step_is_listed_metric_by_metric()
     batches = [*fed, *held.drain()]
     assert sum(len(b) for b in batches) == 1500
     assert {size for b in batches for size in b.size} == {10}  # every reading whole
+
+
+def test_a_replays_small_batches_are_published_in_bursts(monkeypatch):
+    monkeypatch.setattr(streamer, "BURST_SAMPLES", 1000)
+    bursts: list[list[int]] = []  # the samples of each batch published, burst by burst
+    outside: list[int] = []
+
+    class BurstRecorder(PublisherStandIn):
+        def __init__(self) -> None:
+            self.open = False
+
+        def publish(self, payload: bytes, *, samples: int) -> None:
+            (bursts[-1] if self.open else outside).append(samples)
+
+        @contextmanager
+        def burst(self) -> Iterator[None]:
+            bursts.append([])
+            self.open = True
+            yield
+            self.open = False
+
+    config = StreamConfig(str(SAMPLE_CSV), batch_size=100, reorder_window=0)
+    stats = Streamer(config, publisher_factory=BurstRecorder, stop=threading.Event(), abort=threading.Event()).run()
+    assert outside == [] and sum(map(sum, bursts)) == stats.samples == SAMPLE_COUNT
+    # Full batches leave about 1,000 samples at a time (whole readings), the rest at the end.
+    assert len(bursts) >= 3 and all(len(burst) >= 9 and sum(burst) >= 900 for burst in bursts[:-1])
 
 
 def test_a_paced_stream_sends_what_it_holds_every_flush_interval():
