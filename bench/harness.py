@@ -2,10 +2,12 @@
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -164,6 +166,24 @@ def queues_delete() -> None:
                        timeout=60)
     except (OSError, subprocess.SubprocessError):  # no rabbitmqctl here: no policy was set either
         pass
+
+
+def run_command(command: list[str], *, timeout: float, capture_output: bool = False,
+                **options) -> subprocess.CompletedProcess:
+    """`subprocess.run` in a process group of its own: on a timeout or an interrupt, the processes
+    the command forked (the streamer's and backfill's workers) are killed with it, instead of
+    running on beside the next measurement."""
+    if capture_output:
+        options.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with subprocess.Popen(command, start_new_session=True, **options) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 class Worker:

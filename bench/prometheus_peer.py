@@ -179,8 +179,8 @@ def backfill_ours(csv: Path, *, expected: int) -> dict:
     harness.tables_truncate()
     harness.database_settle()
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "manage.py", "backfill", str(csv), "--max-per-gpu", "0"],
-                          cwd=harness.REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=1800)
+    done = harness.run_command([sys.executable, "manage.py", "backfill", str(csv), "--max-per-gpu", "0"],
+                               cwd=harness.REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - started
     if done.returncode != 0 or f"{expected} stored" not in done.stdout:
         raise RuntimeError(f"backfill exited {done.returncode} without storing {expected}: {done.stdout[-500:]} {done.stderr[-2000:]}")

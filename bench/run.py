@@ -151,13 +151,13 @@ def ingest(run: Run, csv: Path, expected: int, *, max_per_gpu: int = 0, batch_si
     with harness.Worker(run.work, max_per_gpu=max_per_gpu) as worker:
         already = stored()
         # The command is this process's child: its CPU time (its worker processes' included) is
-        # counted as the streamer's once it is reaped, before subprocess.run returns.
+        # counted as the streamer's once it is reaped, before run_command returns.
         groups = {"collector": worker.pids(), "streamer": {os.getpid()}}
         cpu_before = harness.cpu_seconds(groups)
         started = time.time()
         with log.open("w") as stderr:
-            streamer = subprocess.run(command, cwd=harness.REPO, env=dict(os.environ, LOG_LEVEL="INFO", LOG_FORMAT="json"),
-                                      stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout)
+            streamer = harness.run_command(command, cwd=harness.REPO, env=dict(os.environ, LOG_LEVEL="INFO", LOG_FORMAT="json"),
+                                           stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout)
         streamed_at = time.time()
         if streamer.returncode:
             raise RuntimeError(f"{' '.join(command[1:])} exited with {streamer.returncode}; see {log}")
@@ -373,17 +373,14 @@ def backfill(run: Run, csv: Path, expected: int) -> dict:
     harness.database_settle()
     started = time.perf_counter()
     cpu_before = harness.cpu_seconds({})
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "backfill", str(csv), "--max-per-gpu", "0"],
-        cwd=harness.REPO, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    stdout, stderr = process.communicate(timeout=900)
+    done = harness.run_command([sys.executable, "manage.py", "backfill", str(csv), "--max-per-gpu", "0"],
+                               cwd=harness.REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - started
     cpu = harness.cpu_share(cpu_before, harness.cpu_seconds({}), wall)
-    run.check(process.returncode == 0, f"backfill exited {process.returncode}: {stderr[-2000:]}")
-    run.check(f"{expected} stored" in stdout, f"backfill did not report {expected} stored: {stdout.strip()}")
+    run.check(done.returncode == 0, f"backfill exited {done.returncode}: {done.stderr[-2000:]}")
+    run.check(f"{expected} stored" in done.stdout, f"backfill did not report {expected} stored: {done.stdout.strip()}")
     return {"samples": expected, "seconds": round(wall, 3), "samples_per_s": expected / wall, "cpu_share": cpu,
-            "output": stdout.strip()}
+            "output": done.stdout.strip()}
 
 
 # --- Storage: bytes per sample after 10M samples, and the schema that would meet the target ---
