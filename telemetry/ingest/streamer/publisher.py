@@ -49,9 +49,10 @@ class BatchPublisher:
 
     Every batch is held, in order, until the broker confirms it. Only when the window of unconfirmed
     batches (`window_batches`, `window_bytes`) is full does `publish` wait for confirms; `close`
-    waits for all of them. Batches published inside `burst()` are written together when it ends. After a broker error (or a nack) the publisher reconnects with backoff and
-    sends every held batch again: one the broker already had is then stored twice, which is safe
-    because the collector stores idempotently.
+    waits for all of them. Batches published inside `burst()` are written together when it ends.
+    After a broker error (or a nack) the publisher reconnects with backoff and sends every held
+    batch again: one the broker already had is then stored twice, which is safe because the
+    collector stores idempotently.
     """
 
     def __init__(self, *, app: Celery, abort: threading.Event, backoff_max_s: float = 30.0,
