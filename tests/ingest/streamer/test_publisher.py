@@ -129,19 +129,45 @@ def test_publish_returns_before_the_broker_confirms():
     assert queued_count() == 200
 
 
+def corks_recorded(publisher: BatchPublisher) -> list[int]:
+    """Whether the publisher's socket was corked (TCP_CORK) as each batch was written, batch by batch."""
+    corked: list[int] = []
+    send = publisher._send
+
+    def recording_send(batch) -> None:
+        corked.append(publisher._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
+        send(batch)
+
+    publisher._send = recording_send
+    return corked
+
+
 def test_a_burst_is_written_when_it_ends_and_leaves_the_socket_uncorked():
     sent = payloads(10)
     publisher = BatchPublisher(app=app, abort=threading.Event(), window_batches=3)
+    corked = corks_recorded(publisher)
     with publisher.burst():
         for payload in sent:
             publisher.publish(payload, samples=200)
         assert queued_count() == 0 and publisher.unconfirmed_batches == 10  # held, none written yet
     # Three times the window: the burst went out in parts, each waiting for confirms.
     assert publisher.unconfirmed_batches <= 3
+    # Written corked while more of the burst was to follow; the last batch may go uncorked.
+    assert corked[:-1] == [1] * 9
     # Corked writes left once it ended: none waits in the kernel for more to fill a segment.
     assert publisher._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
     publisher.close()
     assert [body_payload(m) for m in queued_messages()] == sent
+
+
+def test_a_batch_published_alone_is_written_uncorked():
+    publisher = BatchPublisher(app=app, abort=threading.Event())
+    publisher.publish(payloads(1)[0], samples=200)  # connects on the first publish
+    corked = corks_recorded(publisher)
+    for payload in payloads(3):
+        publisher.publish(payload, samples=200)
+    publisher.close()
+    assert corked == [0, 0, 0]  # a live node's tick leaves at once, never held for a segment to fill
 
 
 def test_a_burst_that_fails_leaves_its_batches_to_close():
